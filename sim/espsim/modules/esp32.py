@@ -1,0 +1,136 @@
+# The simulated device's `esp32` module: esp32.Partition as MicroPython's ports/esp32/
+# esp32_partition.c defines it, over the simulated flash ($ESPSIM_FLASH).
+# ESP-IDF failures are raised as OSError(-esp_err, "ESP_ERR_NAME"), as check_esp_err() does.
+
+from espsim import device, errors, idf, parttable
+
+_NATIVE_BLOCK = 4096
+_ENOENT = 2
+_EINVAL = 22
+
+
+def _dev():
+    return device.current()
+
+
+def _call(fn, *args):
+    try:
+        return fn(*args)
+    except errors.EspError as e:
+        raise errors.oserror(e.code)
+
+
+class Partition:
+    BOOT = 0
+    RUNNING = 1
+    TYPE_APP = parttable.TYPE_APP
+    TYPE_DATA = parttable.TYPE_DATA
+
+    def __init__(self, id, block_size=_NATIVE_BLOCK):
+        dev = _dev()
+        if isinstance(id, int):
+            if id == Partition.BOOT:
+                part = _call(idf.get_boot_partition, dev)
+            elif id == Partition.RUNNING:
+                part = _call(idf.get_running_partition, dev)
+            else:
+                raise ValueError
+        else:
+            part = dev.find_first(parttable.TYPE_APP, parttable.SUBTYPE_ANY, id)
+            if part is None:
+                part = dev.find_first(parttable.TYPE_DATA, parttable.SUBTYPE_ANY, id)
+        self._init(part, block_size)
+
+    def _init(self, part, block_size):
+        if part is None:
+            raise OSError(_ENOENT)
+        self._part = part
+        self._bs = block_size & 0xFFFF  # uint16_t in the C object
+        self._cache = None
+
+    @classmethod
+    def _new(cls, part, block_size=_NATIVE_BLOCK):
+        self = object.__new__(cls)
+        self._init(part, block_size)
+        return self
+
+    @staticmethod
+    def find(
+        type=parttable.TYPE_APP,
+        subtype=parttable.SUBTYPE_ANY,
+        label=None,
+        block_size=_NATIVE_BLOCK,
+    ):
+        return [Partition._new(p, block_size) for p in _dev().find(type, subtype, label)]
+
+    def __repr__(self):
+        p = self._part
+        return "<Partition type=%u, subtype=%u, address=%u, size=%u, label=%s, encrypted=%u>" % (
+            p.type,
+            p.subtype,
+            p.address,
+            p.size,
+            p.label,
+            p.encrypted,
+        )
+
+    def info(self):
+        return self._part.info()
+
+    def readblocks(self, block_num, buf, offset=0):
+        data = _call(_dev().part_read, self._part, block_num * self._bs + offset, len(buf))
+        buf[: len(data)] = data
+
+    def writeblocks(self, block_num, buf, offset=None):
+        dev = _dev()
+        addr = block_num * self._bs
+        buf = memoryview(buf)
+        if offset is None:
+            if self._bs >= _NATIVE_BLOCK:
+                _call(dev.part_erase, self._part, addr, len(buf))
+            else:
+                self._erase_small(dev, addr, len(buf))
+        else:
+            addr += offset
+        _call(dev.part_write, self._part, addr, buf)
+
+    def _erase_small(self, dev, offset, n):
+        # block_size < 4096: read-modify-erase each 4 KB sector, through a cache
+        a = offset // _NATIVE_BLOCK * _NATIVE_BLOCK
+        o = offset % _NATIVE_BLOCK
+        top = offset + n
+        while a < top:
+            cache = None
+            if o > 0 or top < a + _NATIVE_BLOCK:
+                cache = _call(dev.part_read, self._part, a, _NATIVE_BLOCK)
+            _call(dev.part_erase, self._part, a, _NATIVE_BLOCK)
+            if o > 0:
+                _call(dev.part_write, self._part, a, cache[:o])
+            if top < a + _NATIVE_BLOCK:
+                _call(dev.part_write, self._part, top, cache[top - a :])
+            o = 0
+            a += _NATIVE_BLOCK
+
+    def ioctl(self, op, arg):
+        if op in (1, 2, 3):  # INIT, DEINIT, SYNC
+            return 0
+        if op == 4:  # BLOCK_COUNT
+            return self._part.size // self._bs
+        if op == 5:  # BLOCK_SIZE
+            return self._bs
+        if op == 6:  # BLOCK_ERASE
+            if self._bs != _NATIVE_BLOCK:
+                return -_EINVAL
+            _call(_dev().part_erase, self._part, arg * _NATIVE_BLOCK, _NATIVE_BLOCK)
+            return 0
+        return None
+
+    def set_boot(self):
+        _call(idf.set_boot_partition, _dev(), self._part)
+
+    def get_next_update(self):
+        return Partition._new(_call(idf.get_next_update_partition, _dev(), self._part))
+
+    @classmethod
+    def mark_app_valid_cancel_rollback(cls):
+        _call(idf.mark_app_valid_cancel_rollback, _dev())
