@@ -1,0 +1,157 @@
+"""mpota: PC-side tools for MicroPython OTA updates on ESP32, and the ESP32 simulator.
+
+mpota image -o FILE ...           build a test app image (a real ESP32 image, via esptool)
+mpota sim create FLASH ...        a simulated ESP32's flash, with a firmware in ota_0
+mpota sim boot FLASH              power-cycle the simulated ESP32 (bootloader + rollback)
+mpota sim run FLASH SCRIPT        run SCRIPT (or -c CODE) as the simulated device's firmware
+mpota sim info FLASH              partition table, otadata and slots of a flash image
+mpota demo                        a full OTA update on the simulated ESP32, under MicroPython
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from . import images, inspect, simdev
+
+
+def _size(s: str) -> int:
+    s = s.strip().upper()
+    for suffix, mult in (("MB", 1 << 20), ("M", 1 << 20), ("KB", 1 << 10), ("K", 1 << 10)):
+        if s.endswith(suffix):
+            return int(float(s[: -len(suffix)]) * mult)
+    return int(s, 0)
+
+
+def _table(csv: str | None):
+    if not csv:
+        return None
+    return inspect.table_from_csv(Path(csv).read_text())
+
+
+def cmd_image(a) -> int:
+    data = images.app_image(a.version, a.project, a.size, a.chip)
+    Path(a.output).write_bytes(data)
+    print(f"{a.output}: {a.project} {a.version} for {a.chip}, {len(data)} bytes")
+    return 0
+
+
+def cmd_sim_create(a) -> int:
+    if a.firmware:
+        fw = Path(a.firmware).read_bytes()
+    else:
+        fw = images.app_image(a.version, chip=a.chip)
+    log = simdev.create(
+        a.flash,
+        fw,
+        table=_table(a.table),
+        flash_size=a.flash_size,
+        chip=a.chip,
+        rollback=not a.no_rollback,
+    )
+    print(f"{a.flash}: {a.flash_size} bytes of simulated flash")
+    for line in log:
+        print("espsim: " + line)
+    return 0
+
+
+def cmd_sim_boot(a) -> int:
+    from espsim.bootloader import Bricked
+
+    try:
+        for line in simdev.power_on(a.flash):
+            print("espsim: " + line)
+    except Bricked as e:
+        print(f"espsim: the device does not boot: {e}")
+        return 3
+    return 0
+
+
+def cmd_sim_run(a) -> int:
+    runtime = "cpython" if a.cpython else "micropython"
+    env = simdev.env(a.flash, runtime, a.cut_after)
+    if a.hosts:
+        env["ESPSIM_HOSTS"] = a.hosts
+    if runtime == "micropython":
+        cmd = [simdev.micropython_bin(), "-X", f"heapsize={a.heap}"]
+    else:
+        cmd = [sys.executable]
+    cmd += ["-c", a.code] if a.code else [a.script]
+    return subprocess.call(cmd, env=env)
+
+
+def cmd_sim_info(a) -> int:
+    print(inspect.describe_flash(Path(a.flash).read_bytes()))
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from . import demo
+
+    return demo.run(Path(a.dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="mpota", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("image", help="build a test app image")
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--version", default="v1.24.0")
+    s.add_argument("--project", default="micropython")
+    s.add_argument("--size", type=_size, default=None, help="exact size in bytes")
+    s.add_argument("--chip", default="esp32", choices=sorted(images.IMAGE_CLASSES))
+    s.set_defaults(fn=cmd_image)
+
+    sim = sub.add_parser("sim", help="the simulated ESP32").add_subparsers(
+        dest="sim", required=True
+    )
+    s = sim.add_parser("create", help="create a simulated flash with a firmware in ota_0")
+    s.add_argument("flash")
+    s.add_argument("--firmware", help="app image for the first app partition")
+    s.add_argument("--version", default="v1.24.0", help="version of the built-in test firmware")
+    s.add_argument("--table", help="partitions.csv (default: the seed's 4 MB OTA layout)")
+    s.add_argument("--flash-size", type=_size, default=simdev.FLASH_SIZE)
+    s.add_argument("--chip", default="esp32", choices=["esp32"])
+    s.add_argument(
+        "--no-rollback",
+        action="store_true",
+        help="bootloader built without CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE",
+    )
+    s.set_defaults(fn=cmd_sim_create)
+
+    s = sim.add_parser("boot", help="power-cycle the simulated ESP32")
+    s.add_argument("flash")
+    s.set_defaults(fn=cmd_sim_boot)
+
+    s = sim.add_parser("run", help="run a script as the simulated device's firmware")
+    s.add_argument("flash")
+    s.add_argument("script", nargs="?")
+    s.add_argument("-c", "--code")
+    s.add_argument("--cpython", action="store_true", help="run under CPython, not MicroPython")
+    s.add_argument("--heap", default="2M", help="MicroPython heap size (default 2M)")
+    s.add_argument("--cut-after", type=int, help="power cut after N flash erase/program ops")
+    s.add_argument("--hosts", help="simulated LAN, e.g. nas.lan=127.0.0.1:8000")
+    s.set_defaults(fn=cmd_sim_run)
+
+    s = sim.add_parser("info", help="partition table, otadata and slots of a flash image")
+    s.add_argument("flash")
+    s.set_defaults(fn=cmd_sim_info)
+
+    s = sub.add_parser("demo", help="a full OTA update on the simulated ESP32 (MicroPython)")
+    s.add_argument("--dir", default="build/demo", help="working directory (default build/demo)")
+    s.set_defaults(fn=cmd_demo)
+
+    a = p.parse_args(argv)
+    if a.cmd == "sim" and a.sim == "run" and not (a.script or a.code):
+        p.error("sim run needs a SCRIPT or -c CODE")
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Real ESP32 images for tests and the simulator, built with esptool's image classes.
+
+An app image has what ESP-IDF's `idf.py build` produces: the 24-byte header with the chip id,
+flash-mapped DROM (its first bytes are the 256-byte `esp_app_desc_t`) and IROM segments aligned to
+the 64 KB MMU pages, RAM segments, the XOR checksum and the appended SHA-256. Segment contents are
+pseudo-random bytes derived from the version, so that two versions differ everywhere.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+
+from esptool.bin_image import (
+    ELFSection,
+    ESP32C3FirmwareImage,
+    ESP32FirmwareImage,
+    ESP32S3FirmwareImage,
+)
+
+IMAGE_CLASSES = {
+    "esp32": ESP32FirmwareImage,
+    "esp32s3": ESP32S3FirmwareImage,
+    "esp32c3": ESP32C3FirmwareImage,
+}
+
+APP_DESC_MAGIC = 0xABCD5432
+BOOTLOADER_DESC_MAGIC = 0x50
+SEED_IMAGE_SIZE = 1525536  # the seed README's micropython.bin: 372 blocks + 1824 bytes
+
+
+def app_desc(
+    version: str,
+    project: str = "micropython",
+    idf_ver: str = "v5.4.2",
+    date: str = "Nov 27 2026",
+    time: str = "12:00:00",
+    secure_version: int = 0,
+    elf_sha256: bytes = b"",
+) -> bytes:
+    """`esp_app_desc_t` (components/esp_app_format/include/esp_app_desc.h), 256 bytes."""
+
+    def field(s: str, n: int) -> bytes:
+        b = s.encode()[: n - 1]
+        return b + b"\x00" * (n - len(b))
+
+    d = struct.pack("<II8x", APP_DESC_MAGIC, secure_version)
+    d += field(version, 32) + field(project, 32) + field(time, 16) + field(date, 16)
+    d += field(idf_ver, 32) + (elf_sha256 or bytes(32))[:32]
+    d += struct.pack("<HHBB", 0, 0xFFFF, 16, 0)  # efuse blk rev min/max, mmu page 2^16
+    return d + bytes(256 - len(d))
+
+
+def _image(chip: str):
+    cls = IMAGE_CLASSES[chip]
+    img = cls()
+    img.flash_mode = 2  # DIO
+    img.flash_size_freq = 0x20  # 4MB, 40MHz
+    img.append_digest = True
+    img.min_rev_full = 0
+    img.max_rev_full = 399
+    return img
+
+
+def app_image(
+    version: str = "v1.24.0",
+    project: str = "micropython",
+    size: int | None = None,
+    chip: str = "esp32",
+    idf_ver: str = "v5.4.2",
+    date: str = "Nov 27 2026",
+    secure_version: int = 0,
+) -> bytes:
+    """A bootable app image; `size` (bytes) gives its exact length when set."""
+    rng = random.Random(f"{project} {version} {chip}")
+    rom = _image(chip).ROM_LOADER
+    desc = app_desc(
+        version,
+        project,
+        idf_ver,
+        date,
+        secure_version=secure_version,
+        elf_sha256=rng.randbytes(32),
+    )
+    drom = desc + rng.randbytes(24 * 1024)
+    dram = rng.randbytes(8 * 1024)
+    iram = rng.randbytes(48 * 1024)
+    irom_len = 256 * 1024 if size is None else max(4096, size - 160 * 1024) // 4 * 4
+    fill = rng.randbytes(irom_len + 128 * 1024)
+    if chip == "esp32":
+        dram_addr, iram_addr = 0x3FFB0000, 0x40080000
+    else:
+        dram_addr, iram_addr = 0x3FC88000, 0x40380000
+
+    def build(n: int) -> bytes:
+        img = _image(chip)
+        img.entrypoint = iram_addr + 0x400
+        img.segments = [
+            ELFSection(b".flash.rodata", rom.DROM_MAP_START + 0x20, drom, 0),
+            ELFSection(b".dram0.data", dram_addr, dram, 0),
+            ELFSection(b".iram0.text", iram_addr, iram, 0),
+            ELFSection(b".flash.text", rom.IROM_MAP_START + 0x20, fill[:n], 0),
+        ]
+        return img.save(None)
+
+    out = build(irom_len)
+    # Padding for the MMU alignment moves with the IROM length: converge on the exact size.
+    for _ in range(8):
+        if size is None or len(out) == size:
+            return out
+        irom_len += size - len(out)
+        if irom_len <= 0 or irom_len % 4 or irom_len > len(fill):
+            break
+        out = build(irom_len)
+    if len(out) != size:
+        raise ValueError(f"cannot build an app image of exactly {size} bytes")
+    return out
+
+
+def bootloader_image(chip: str = "esp32", idf_ver: str = "v5.4.2") -> bytes:
+    """A 2nd stage bootloader image: `esp_bootloader_desc_t` (magic byte 0x50) at offset 32 and
+    segments in the bootloader's own RAM (bootloader.ld), as `idf.py bootloader` makes it."""
+    rng = random.Random(f"bootloader {chip}")
+    img = _image(chip)
+    desc = struct.pack("<B3xI", BOOTLOADER_DESC_MAGIC, 1)
+    desc += idf_ver.encode().ljust(32, b"\x00") + b"Nov 27 2026 12:00:00".ljust(24, b"\x00")
+    desc += bytes(16)
+    img.entrypoint = 0x40080400
+    if chip == "esp32":
+        img.segments = [
+            ELFSection(b".dram0.bootdesc", 0x3FFF0030, desc + rng.randbytes(0x2000), 0),
+            ELFSection(b".iram_loader.text", 0x40078000, rng.randbytes(0x4000), 0),
+            ELFSection(b".iram.text", 0x40080400, rng.randbytes(0x1C00), 0),
+        ]
+    else:
+        img.segments = [
+            ELFSection(b".dram0.bootdesc", 0x3FCD5000, desc + rng.randbytes(0x2000), 0),
+            ELFSection(b".iram_loader.text", 0x403CC000, rng.randbytes(0x4000), 0),
+        ]
+    return img.save(None)
+
+
+def merged_firmware(app: bytes, table: bytes, bootloader: bytes | None = None) -> bytes:
+    """MicroPython's esp32 `firmware.bin` (ports/esp32/makeimg.py): bootloader, partition table
+    and app in one file that is flashed at 0x1000."""
+    bootloader = bootloader or bootloader_image()
+    out = bytearray(b"\xff" * (0x10000 - 0x1000))
+    out[: len(bootloader)] = bootloader
+    out[0x8000 - 0x1000 : 0x8000 - 0x1000 + len(table)] = table
+    return bytes(out) + app

