@@ -1,0 +1,189 @@
+# ota.writer.OTA: write a new firmware image to the spare OTA partition, check it, and make it
+# the boot partition. The API and messages are those of glenn20/micropython-esp32-ota.
+
+import time
+
+from esp32 import Partition
+
+from . import _backend
+
+_PENDING_VERIFY = 1
+_ENOENT = 2
+_NO_OTA = (
+    "This firmware's partition table has no spare OTA partition (it needs otadata, ota_0 and "
+    "ota_1): flash a firmware built with an OTA partition table, e.g. MicroPython's "
+    "ESP32_GENERIC with BOARD_VARIANT=OTA."
+)
+
+
+def _check_sha(sha):
+    if isinstance(sha, (bytes, bytearray)):
+        sha = bytes(sha).decode()
+    if not isinstance(sha, str):
+        raise ValueError("sha must be a string of 64 hex digits, not %r" % (sha,))
+    s = sha.strip().lower()
+    if s and (len(s) != 64 or [c for c in s if c not in "0123456789abcdef"]):
+        raise ValueError("sha must be the image's SHA-256 as 64 hex digits, not %r" % (sha,))
+    return s
+
+
+# The partition to write: the next OTA partition after the running one, never the running one.
+def next_partition(running):
+    if not Partition.find(Partition.TYPE_DATA, 0):
+        raise OSError(_ENOENT, _NO_OTA)
+    try:
+        part = running.get_next_update()
+    except OSError:
+        raise OSError(_ENOENT, _NO_OTA)
+    if part.info()[2] == running.info()[2]:
+        raise OSError(_ENOENT, _NO_OTA)
+    return part
+
+
+class OTA:
+    def __init__(
+        self,
+        sha="",
+        length=0,
+        verify=True,
+        verbose=True,
+        reboot=False,
+        backend=None,
+        progress=None,
+    ):
+        self._sha = _check_sha(sha)
+        if not isinstance(length, int) or length < 0:
+            raise ValueError("length must be the image size in bytes (>= 0), not %r" % (length,))
+        self._length = length
+        self._verify = verify
+        self._verbose = verbose
+        self._reboot = reboot
+        self._progress = progress
+        self._result = None
+        be = _backend.get(backend)
+        self.backend = be.name
+        running = Partition(Partition.RUNNING)
+        self.part = next_partition(running)
+        name, size = self.part.info()[4], self.part.info()[3]
+        if length > size:
+            raise ValueError("length (%d bytes) is > size of partition." % length)
+        self._print("Writing new micropython image to OTA partition '%s'..." % name)
+        self._print("Device: %d x 4096 byte blocks." % (size // 4096))
+        if length:
+            self._print("Writing %d blocks + %d bytes." % divmod(length, 4096))
+        # ESP-IDF will not start an update while the running firmware is unconfirmed: writing an
+        # update is taken as proof that it works, so it is confirmed just before the first erase.
+        confirm = be.state(running) == _PENDING_VERIFY
+        if confirm:
+            self._print(
+                "The running firmware ('%s') is not confirmed yet: it will be marked valid "
+                "before the new image is written." % running.info()[4]
+            )
+        self._sess = be.session(self.part, running, confirm)
+        self._sess.progress = self._on_progress
+        self._line = False  # a progress line is open
+
+    def _print(self, *args, **kw):
+        if self._verbose:
+            print(*args, **kw)
+
+    def _end_line(self):
+        if self._line:
+            print()
+            self._line = False
+
+    def _on_progress(self, n):
+        if self._verbose:
+            self._line = True
+            if n % 4096:
+                print("\rBLOCK %d + %d bytes" % divmod(n, 4096), end="")
+            else:
+                print("\rBLOCK %d" % (n // 4096 - 1), end="")
+        if self._progress:
+            self._progress(n, self._length)
+
+    # Append data (any bytes-like object) to the image.
+    def write(self, data):
+        try:
+            return self._sess.write(data)
+        except BaseException:
+            self._end_line()
+            raise
+
+    # Append all of a stream (anything with readinto(), e.g. a file or r.raw of a request).
+    def write_file(self, f):
+        try:
+            return self._sess.write_from(f)
+        except BaseException:
+            self._end_line()
+            raise
+
+    # Check the image and make it the boot partition. Returns (bytes, sha256 hex).
+    def close(self):
+        if self._result:
+            return self._result
+        s = self._sess
+        try:
+            sha = s.flush()
+        finally:
+            self._end_line()
+        n = s.nbytes
+        try:
+            if n == 0:
+                raise ValueError("No image data was written.")
+            if self._length and n != self._length:
+                raise ValueError("Receive %d bytes (expect %d)." % (n, self._length))
+            if self._sha and sha != self._sha:
+                raise ValueError("SHA mismatch recv=%s expect=%s." % (sha, self._sha))
+        except ValueError:
+            s.abort()
+            raise
+        if self._verify:
+            self._print("Verifying %d blocks + %d bytes..." % divmod(n, 4096), end="")
+            self._line = self._verbose
+        try:
+            s.finish(self._verify)
+        except BaseException:
+            self._end_line()
+            raise
+        if self._verify:
+            self._line = False
+            self._print("Passed.")
+        self._print("SHA256=" + sha)
+        # esp_ota_set_boot_partition() checks the whole image (OSError(-5379) if invalid) and
+        # only then points otadata at it.
+        self.part.set_boot()
+        name = self.part.info()[4]
+        self._print("OTA Partition '%s' updated successfully." % name)
+        self._print("Micropython will be loaded from '%s' on next hard reboot." % name)
+        self._print(
+            "Remember to call esp32.Partition.mark_app_valid_cancel_rollback() after reboot."
+        )
+        self._result = (n, sha)
+        if self._reboot:
+            reboot(10 if self._reboot is True else int(self._reboot))
+        return self._result
+
+    # Give up: the boot partition stays as it was.
+    def abort(self):
+        if not self._result:
+            self._sess.abort()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, e_t, e_v, e_tr):
+        if e_t is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def reboot(delay=10):
+    for i in range(delay, 0, -1):
+        print("\rRebooting in %2d seconds (ctrl-C to cancel)" % i, end="")
+        time.sleep(1)
+    print()
+    import machine
+
+    machine.reset()
