@@ -1,0 +1,127 @@
+"""Shared fixtures: real ESP32 app images, a simulated ESP32 per test, device code run under the
+MicroPython unix port and under CPython, and a local HTTP server."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+from espsim import device, idf, otadata
+from mpota import images, simdev
+
+RUNTIMES = ("micropython", "cpython")
+
+
+@functools.cache
+def image(version: str = "v1.23.0", size: int | None = None, chip: str = "esp32") -> bytes:
+    return images.app_image(version, size=size, chip=chip)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Sim:
+    """A simulated ESP32 in a file, and the interpreter that runs as its firmware."""
+
+    def __init__(self, path: Path, runtime: str):
+        self.path = path
+        self.runtime = runtime
+        self.out = ""
+
+    def run(self, code: str, ok: bool = True, **kw):
+        r = simdev.run(self.path, textwrap.dedent(code), self.runtime, **kw)
+        self.out = r.stdout + r.stderr
+        if ok and r.returncode != 0:
+            pytest.fail(
+                f"device code failed (exit {r.returncode}) under {self.runtime}:\n{self.out}"
+            )
+        return r
+
+    def power_on(self) -> list[str]:
+        return simdev.power_on(self.path)
+
+    def flash(self) -> bytes:
+        return self.path.read_bytes()
+
+    def _dev(self):
+        return device.Device(str(self.path))
+
+    def running(self) -> str | None:
+        st = device.read_state(str(self.path))
+        dev = self._dev()
+        try:
+            for p in dev.parts:
+                if p.address == st["running"] and p.type == 0:
+                    return p.label
+            return None
+        finally:
+            dev.close()
+
+    def boot_slot(self) -> str | None:
+        """The partition esp_ota_get_boot_partition() names (what set_boot chose)."""
+        dev = self._dev()
+        try:
+            p = idf.get_boot_partition(dev)
+            return p.label if p else None
+        finally:
+            dev.close()
+
+    def state(self, label: str) -> int | None:
+        dev = self._dev()
+        try:
+            try:
+                return idf.get_state_partition(dev, dev.find_first(0, 0xFF, label))
+            except Exception:
+                return None
+        finally:
+            dev.close()
+
+    def region(self, label: str) -> bytes:
+        dev = self._dev()
+        try:
+            p = dev.find_first(0xFF, 0xFF, label)
+            return self.flash()[p.address : p.address + p.size]
+        finally:
+            dev.close()
+
+    def otadata_entries(self) -> list[otadata.Entry]:
+        raw = self.region("otadata")
+        return [otadata.Entry.unpack(raw[0:32]), otadata.Entry.unpack(raw[4096:4128])]
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def sim(tmp_path: Path, runtime: str) -> Sim:
+    """A 4 MB ESP32 with the seed's partition table, running micropython v1.22.0 from ota_0."""
+    path = tmp_path / "flash.bin"
+    simdev.create(path, image("v1.22.0", 1_400_000))
+    return Sim(path, runtime)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path):
+    """(directory, base URL) of an HTTP server on 127.0.0.1."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(_Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

@@ -1,0 +1,234 @@
+"""Update flows on the simulated ESP32, under MicroPython and CPython: update, reboot, confirm;
+rollback when unconfirmed; two updates in a row; forced rollback; the PENDING_VERIFY case;
+reboot; chunking; progress; erase strategy."""
+
+import functools
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import image, sha256
+from espsim import otadata
+from mpota import images, simdev
+
+V23 = image("v1.23.0", images.SEED_IMAGE_SIZE)
+V24 = image("v1.24.0", 1_300_000)
+
+UPDATE = """
+from ota.writer import OTA
+with open({file!r}, "rb") as f, OTA(verbose=False, sha={sha!r}, length={length}) as ota:
+    ota.write_file(f)
+"""
+RESET = "import machine\nmachine.reset()\n"
+CONFIRM = "import ota\nota.stop_rollback()\n"
+
+
+def update(sim, tmp_path, fw, reset=True, extra=""):
+    name = f"fw-{sha256(fw)[:8]}.bin"
+    (tmp_path / name).write_bytes(fw)
+    code = UPDATE.format(file=name, sha=sha256(fw), length=len(fw)) + extra
+    sim.run(code + (RESET if reset else ""), cwd=tmp_path)
+
+
+def test_update_reboot_confirm(sim, tmp_path):
+    update(sim, tmp_path, V23)
+    assert sim.running() == "ota_1"
+    assert sim.state("ota_1") == otadata.PENDING_VERIFY
+    sim.run(CONFIRM)
+    assert sim.state("ota_1") == otadata.VALID
+    for _ in range(2):
+        sim.power_on()
+        assert sim.running() == "ota_1"
+    assert sim.region("ota_1")[: len(V23)] == V23
+
+
+def test_unconfirmed_update_rolls_back(sim, tmp_path):
+    old = sim.region("ota_0")
+    update(sim, tmp_path, V23)
+    assert sim.running() == "ota_1"
+    sim.power_on()  # the new firmware never called stop_rollback()
+    assert sim.running() == "ota_0"
+    assert sim.state("ota_1") == otadata.ABORTED
+    assert sim.state("ota_0") == otadata.VALID
+    assert sim.region("ota_0") == old
+    # The old firmware can update again, into the same slot.
+    update(sim, tmp_path, V24)
+    assert sim.running() == "ota_1"
+    sim.run(CONFIRM)
+    sim.power_on()
+    assert sim.running() == "ota_1"
+
+
+def test_two_updates_in_a_row(sim, tmp_path):
+    update(sim, tmp_path, V23)
+    sim.run(CONFIRM)
+    update(sim, tmp_path, V24)
+    assert sim.running() == "ota_0"
+    sim.run(CONFIRM)
+    r = sim.run("from ota.status import slots\nprint(slots())")
+    assert "'v1.24.0', 'micropython'" in r.stdout and "'v1.23.0', 'micropython'" in r.stdout
+    sim.power_on()
+    assert sim.running() == "ota_0"
+    assert sim.region("ota_0")[: len(V24)] == V24
+
+
+def test_force_and_cancel_force(sim, tmp_path):
+    update(sim, tmp_path, V23)
+    sim.run(CONFIRM)
+    r = sim.run("import ota.rollback\nprint(ota.rollback.force())")
+    assert r.stdout.strip() == "ota_0"
+    assert sim.boot_slot() == "ota_0"
+    sim.run("import ota.rollback\nota.rollback.cancel_force()")
+    assert sim.boot_slot() == "ota_1"
+    sim.power_on()
+    assert sim.running() == "ota_1"
+    sim.run("import ota.rollback\nota.rollback.force()")
+    sim.power_on()
+    assert sim.running() == "ota_0"
+    r = sim.run("import ota.rollback\nprint(ota.rollback.cancel())")
+    assert r.stdout.strip() == "True"
+    assert sim.state("ota_0") == otadata.VALID
+
+
+def test_update_while_pending_verify_confirms_the_running_firmware(sim, tmp_path):
+    update(sim, tmp_path, V23)
+    assert sim.state("ota_1") == otadata.PENDING_VERIFY
+    (tmp_path / "v24.bin").write_bytes(V24)
+    r = sim.run(
+        """
+from ota.writer import OTA
+with open("v24.bin", "rb") as f, OTA() as ota:
+    ota.write_file(f)
+""",
+        cwd=tmp_path,
+    )
+    assert "The running firmware ('ota_1') is not confirmed yet" in r.stdout
+    assert sim.state("ota_1") == otadata.VALID
+    assert sim.boot_slot() == "ota_0"
+    sim.power_on()
+    assert sim.running() == "ota_0"
+    assert sim.region("ota_0")[: len(V24)] == V24
+
+
+def test_reboot_after_update(sim, tmp_path):
+    (tmp_path / "v23.bin").write_bytes(V23)
+    r = sim.run(
+        """
+from ota.writer import OTA
+with open("v23.bin", "rb") as f, OTA(reboot=2) as ota:
+    ota.write_file(f)
+print("not reached")
+""",
+        cwd=tmp_path,
+    )
+    assert "Rebooting in  2 seconds (ctrl-C to cancel)" in r.stdout
+    assert "Rebooting in  1 seconds" in r.stdout
+    assert "not reached" not in r.stdout
+    assert "espsim: running 'ota_1' at 0x190000" in r.stdout
+    assert sim.running() == "ota_1"
+
+
+@pytest.mark.parametrize("sizes", [[1], [1000, 4097], [4096], [65536 + 1], [65537, 3, 300000]])
+def test_any_chunking_writes_the_same_image(sim, sizes):
+    r = sim.run(f"""
+from ota.writer import OTA
+f = open({str(_tmp_image(V23))!r}, "rb")
+sizes = {sizes!r}
+ota = OTA(verbose=False, sha={sha256(V23)!r})
+i = 0
+while True:
+    data = f.read(sizes[i % len(sizes)])
+    if not data:
+        break
+    ota.write(memoryview(bytearray(data)) if i % 2 else data)
+    i += 1
+print(ota.close())
+""")
+    assert r.stdout.strip() == str((len(V23), sha256(V23)))
+    assert sim.region("ota_1")[: len(V23)] == V23
+    assert sim.boot_slot() == "ota_1"
+
+
+@functools.cache
+def _tmp_image(data: bytes) -> Path:
+    p = Path(tempfile.mkdtemp()) / "image.bin"
+    p.write_bytes(data)
+    return p
+
+
+def test_progress_callback_and_quiet_mode(sim):
+    r = sim.run(f"""
+from ota.writer import OTA
+seen = []
+with open({str(_tmp_image(V23))!r}, "rb") as f:
+    with OTA(verbose=False, progress=lambda n, total: seen.append((n, total))) as ota:
+        ota.write_file(f)
+print(seen)
+""")
+    assert r.stdout.count("\n") == 1  # verbose=False: only our own print
+    seen = eval(r.stdout)
+    counts = [n for n, _ in seen]
+    assert counts == sorted(set(counts)) and counts[-1] == len(V23)
+    assert all(total == 0 for _, total in seen)  # no length given
+
+
+@pytest.mark.parametrize("heap,erase_64k", [("2M", 23), ("200K", 0)])
+def test_erase_strategy_follows_the_heap(tmp_path, heap, erase_64k):
+    # A 64 KB buffer gets 64 KB block erases; with little RAM the buffer is 4 KB and so are
+    # the erases. Counts from the simulator's flash counters.
+    path = tmp_path / "flash.bin"
+    simdev.create(path, image("v1.22.0", 1_400_000))
+    r = simdev.run(
+        path,
+        f"""
+from ota.writer import OTA
+import json, espsim.device
+c0 = dict(espsim.device.current().flash.counts)
+with open({str(_tmp_image(V23))!r}, "rb") as f, OTA(verbose=False) as ota:
+    ota.write_file(f)
+c1 = espsim.device.current().flash.counts
+print(json.dumps(dict((k, c1[k] - c0[k]) for k in c1)))
+""",
+        heap=heap,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    c = json.loads(r.stdout.strip().splitlines()[-1])
+    assert c["erase_64k"] == erase_64k
+    # 1,525,536 bytes = 372 blocks + 1824 bytes: 373 sectors' worth of erases, plus one for
+    # the otadata sector that set_boot rewrites.
+    # 64 KB chunks: 23 blocks, then 4 + 1 sectors for the last 18,208 bytes; 4 KB chunks: one
+    # sector per block. Plus the otadata sector that set_boot rewrites.
+    assert c["erase_4k"] == (4 + 1 if erase_64k else 373) + 1
+    assert c["program_bytes"] == len(V23) + 32
+
+
+def test_bootloader_without_rollback(tmp_path, runtime):
+    path = tmp_path / "flash.bin"
+    simdev.create(path, image("v1.22.0"), rollback=False)
+    sim = __import__("conftest").Sim(path, runtime)
+    update(sim, tmp_path, V23)
+    assert sim.running() == "ota_1"
+    assert sim.state("ota_1") == otadata.UNDEFINED  # no rollback: nothing to confirm
+    sim.power_on()
+    assert sim.running() == "ota_1"
+
+
+def test_backend_choice(sim):
+    r = sim.run("""
+from ota.writer import OTA
+print(OTA(verbose=False).backend)
+try:
+    OTA(backend="native")
+except ImportError as e:
+    print("ImportError:", e)
+try:
+    OTA(backend="fast")
+except ValueError as e:
+    print("ValueError:", e)
+""")
+    assert r.stdout.splitlines() == [
+        "pure",
+        "ImportError: this firmware has no native _ota module",
+        "ValueError: backend must be 'native', 'pure' or None, not 'fast'",
+    ]
