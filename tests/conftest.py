@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from espsim import device, idf, otadata
-from mpota import images, simdev
+from mpota import images, inspect, simdev
 
 RUNTIMES = ("micropython", "cpython")
 
@@ -100,12 +100,34 @@ def runtime(request) -> str:
     return request.param
 
 
+# Partition tables other than the seed's, as partitions.csv text.
+FACTORY_ONLY = (
+    "nvs,data,nvs,0x9000,0x6000,\nphy_init,data,phy,0xf000,0x1000,\n"
+    "factory,app,factory,0x10000,0x1f0000,\n"
+)
+ONE_OTA_SLOT = (
+    "nvs,data,nvs,0x9000,0x4000,\notadata,data,ota,0xd000,0x2000,\n"
+    "ota_0,app,ota_0,0x10000,0x1f0000,\n"
+)
+
+
 @pytest.fixture
-def sim(tmp_path: Path, runtime: str) -> Sim:
+def make_sim(tmp_path: Path, runtime: str):
+    """make_sim(csv=None, firmware=None, **create_args): a booted simulated ESP32."""
+
+    def make(csv: str | None = None, firmware: bytes | None = None, **kw) -> Sim:
+        path = tmp_path / "flash.bin"
+        table = inspect.table_from_csv(csv) if csv else None
+        simdev.create(path, firmware or image("v1.22.0", 1_400_000), table=table, **kw)
+        return Sim(path, runtime)
+
+    return make
+
+
+@pytest.fixture
+def sim(make_sim) -> Sim:
     """A 4 MB ESP32 with the seed's partition table, running micropython v1.22.0 from ota_0."""
-    path = tmp_path / "flash.bin"
-    simdev.create(path, image("v1.22.0", 1_400_000))
-    return Sim(path, runtime)
+    return make_sim()
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

@@ -6,9 +6,8 @@ import ast
 import re
 
 import pytest
-from conftest import image, sha256
-from espsim.parttable import Part
-from mpota import images, simdev
+from conftest import FACTORY_ONLY, ONE_OTA_SLOT, image, sha256
+from mpota import images
 
 SLOT = 0x180000
 GOOD = image("v1.23.0", images.SEED_IMAGE_SIZE)
@@ -214,49 +213,25 @@ def test_rejected_before_anything_is_erased(sim, tmp_path):
         assert sim.flash() == before
 
 
-def test_no_ota_partitions(tmp_path, runtime):
-    path = tmp_path / "flash.bin"
-    simdev.create(
-        path,
-        image("v1.22.0"),
-        table=[
-            Part(1, 2, 0x9000, 0x6000, "nvs"),
-            Part(1, 1, 0xF000, 0x1000, "phy_init"),
-            Part(0, 0, 0x10000, 0x1F0000, "factory"),
-        ],
-    )
-    before = path.read_bytes()
-    r = simdev.run(
-        path,
-        """
+def test_no_ota_partitions(make_sim):
+    sim = make_sim(FACTORY_ONLY)
+    before = sim.flash()
+    r = sim.run("""
 from ota.writer import OTA
 try:
     OTA()
 except OSError as e:
     print('ERROR', repr(e.args))
-""",
-        runtime,
-    )
+""")
     assert "ERROR (2, \"This firmware's partition table has no spare OTA partition" in r.stdout
     assert "BOARD_VARIANT=OTA" in r.stdout
-    assert path.read_bytes() == before
+    assert sim.flash() == before
 
 
-def test_one_ota_slot_is_never_overwritten_while_running_from_it(tmp_path, runtime):
-    path = tmp_path / "flash.bin"
-    simdev.create(
-        path,
-        image("v1.22.0"),
-        table=[
-            Part(1, 2, 0x9000, 0x4000, "nvs"),
-            Part(1, 0, 0xD000, 0x2000, "otadata"),
-            Part(0, 0x10, 0x10000, 0x1F0000, "ota_0"),
-        ],
-    )
-    before = path.read_bytes()
-    r = simdev.run(
-        path,
-        """
+def test_one_ota_slot_is_never_overwritten_while_running_from_it(make_sim):
+    sim = make_sim(ONE_OTA_SLOT)
+    before = sim.flash()
+    r = sim.run("""
 import ota
 print('ready', ota.ready())
 from ota.writer import OTA
@@ -264,11 +239,9 @@ try:
     OTA()
 except OSError as e:
     print('ERROR', e.args[0])
-""",
-        runtime,
-    )
+""")
     assert r.stdout.splitlines() == ["ready False", "ERROR 2"]
-    assert path.read_bytes() == before
+    assert sim.flash() == before
 
 
 def test_failed_update_while_pending_verify_keeps_the_state(sim, tmp_path):

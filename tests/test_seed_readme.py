@@ -5,10 +5,9 @@ The examples and their printed output are copied verbatim from that README. Wher
 cannot hold as written, the test says why and checks the nearest thing that can."""
 
 import pytest
-from conftest import image, sha256
+from conftest import FACTORY_ONLY, image, sha256
 from espsim import otadata
-from espsim.parttable import Part
-from mpota import images, simdev
+from mpota import images
 
 READY = """\
 import ota
@@ -99,20 +98,8 @@ def test_ready_on_ota_firmware_prints_nothing(sim):
     assert r.stdout == ""
 
 
-def test_ready_without_ota_partitions_prints_the_hint(tmp_path, runtime):
-    path = tmp_path / "flash.bin"
-    simdev.create(
-        path,
-        image("v1.22.0"),
-        table=[
-            Part(1, 2, 0x9000, 0x6000, "nvs"),
-            Part(1, 1, 0xF000, 0x1000, "phy_init"),
-            Part(0, 0, 0x10000, 0x1F0000, "factory"),
-            Part(1, 0x81, 0x200000, 0x200000, "vfs"),
-        ],
-    )
-    r = simdev.run(path, READY, runtime)
-    assert r.returncode == 0, r.stderr
+def test_ready_without_ota_partitions_prints_the_hint(make_sim):
+    r = make_sim(FACTORY_ONLY).run(READY)
     assert r.stdout == "Install an OTA-enabled micropython firmware (or bootloader) to use OTA.\n"
 
 

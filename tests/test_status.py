@@ -1,8 +1,7 @@
 """ota.status on partition tables other than the seed's: every subtype prints, numeric ones as
 hex; the OTA slot lines show each slot's state and firmware."""
 
-from conftest import Sim, image
-from mpota import inspect, simdev
+from conftest import FACTORY_ONLY, image
 
 CSV = """\
 nvs,      data, nvs,       0x9000,   0x5000,
@@ -20,9 +19,8 @@ ffat,     data, fat,       0x3b0000, 0x50000,
 """
 
 
-def test_status_with_every_subtype(tmp_path, runtime):
-    sim = Sim(tmp_path / "flash.bin", runtime)
-    simdev.create(sim.path, image("v1.22.0", 900_000), table=inspect.table_from_csv(CSV))
+def test_status_with_every_subtype(make_sim):
+    sim = make_sim(CSV, image("v1.22.0", 900_000))
     r = sim.run("from ota.status import status\nstatus()")
     lines = r.stdout.splitlines()
     assert lines[:3] == [
@@ -55,15 +53,8 @@ def test_status_with_every_subtype(tmp_path, runtime):
     ]
 
 
-def test_status_on_a_factory_only_device(tmp_path, runtime):
-    sim = Sim(tmp_path / "flash.bin", runtime)
-    simdev.create(
-        sim.path,
-        image("v1.22.0"),
-        table=inspect.table_from_csv(
-            "nvs,data,nvs,0x9000,0x6000,\nfactory,app,factory,0x10000,0x1f0000,\n"
-        ),
-    )
+def test_status_on_a_factory_only_device(make_sim):
+    sim = make_sim(FACTORY_ONLY)
     r = sim.run("from ota.status import status\nstatus()")
     assert r.stdout.splitlines()[:3] == [
         "Micropython firmware is loading from partition 'factory'.",

@@ -195,18 +195,15 @@ print(json.dumps(dict((k, c1[k] - c0[k]) for k in c1)))
     assert r.returncode == 0, r.stdout + r.stderr
     c = json.loads(r.stdout.strip().splitlines()[-1])
     assert c["erase_64k"] == erase_64k
-    # 1,525,536 bytes = 372 blocks + 1824 bytes: 373 sectors' worth of erases, plus one for
-    # the otadata sector that set_boot rewrites.
-    # 64 KB chunks: 23 blocks, then 4 + 1 sectors for the last 18,208 bytes; 4 KB chunks: one
-    # sector per block. Plus the otadata sector that set_boot rewrites.
+    # 1,525,536 bytes = 372 blocks + 1824 bytes. 64 KB chunks: 23 blocks, then 4 + 1 sectors
+    # for the last 18,208 bytes; 4 KB chunks: one sector per block. Plus the otadata sector
+    # that set_boot rewrites.
     assert c["erase_4k"] == (4 + 1 if erase_64k else 373) + 1
     assert c["program_bytes"] == len(V23) + 32
 
 
-def test_bootloader_without_rollback(tmp_path, runtime):
-    path = tmp_path / "flash.bin"
-    simdev.create(path, image("v1.22.0"), rollback=False)
-    sim = __import__("conftest").Sim(path, runtime)
+def test_bootloader_without_rollback(make_sim, tmp_path):
+    sim = make_sim(rollback=False)
     update(sim, tmp_path, V23)
     assert sim.running() == "ota_1"
     assert sim.state("ota_1") == otadata.UNDEFINED  # no rollback: nothing to confirm
@@ -232,3 +229,28 @@ except ValueError as e:
         "ImportError: this firmware has no native _ota module",
         "ValueError: backend must be 'native', 'pure' or None, not 'fast'",
     ]
+
+
+COUNT_OPS = """
+import espsim.device
+c = espsim.device.current().flash.counts
+print("ops", c["erase_4k"] + c["erase_64k"] + c["program_pages"])
+"""
+
+
+def test_power_cut_during_an_update_never_bricks(sim, tmp_path):
+    # A few cut points (the first erase, mid-image, both otadata operations, none; a cut at
+    # every operation is a campaign of its own). The device must boot a valid image: the old
+    # one unless the switch to the new one completed.
+    (tmp_path / "v23.bin").write_bytes(V23)
+    code = UPDATE.format(file="v23.bin", sha=sha256(V23), length=len(V23))
+    snapshot = sim.flash()
+    total = int(sim.run(code + COUNT_OPS, cwd=tmp_path).stdout.split("ops")[-1])
+    old = sim.region("ota_0")
+    for cut in (0, total // 2, total - 2, total - 1, total):
+        sim.path.write_bytes(snapshot)
+        r = sim.run(code, ok=False, cwd=tmp_path, cut_after=cut)
+        assert (r.returncode != 0 and "PowerCut" in sim.out) == (cut < total), sim.out
+        sim.power_on()
+        assert sim.running() == ("ota_1" if cut >= total else "ota_0"), cut
+        assert sim.region("ota_0") == old

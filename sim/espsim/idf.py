@@ -144,23 +144,17 @@ def check_rollback_is_possible(dev):
     if a == -1:
         return False
     last = (~a) & 1
-    if not valid[last]:
-        p = dev.find_first(parttable.TYPE_APP, parttable.SUBTYPE_FACTORY)
-        if p is not None:
-            try:
-                image_validate(dev, p)
-                return True
-            except EspError:
-                pass
     if valid[last]:
         p = _ota_slot_part(dev, ent[last].seq, count)
-        if p is not None:
-            try:
-                image_validate(dev, p)
-                return True
-            except EspError:
-                pass
-    return False
+    else:
+        p = dev.find_first(parttable.TYPE_APP, parttable.SUBTYPE_FACTORY)
+    if p is None:
+        return False
+    try:
+        image_validate(dev, p)
+        return True
+    except EspError:
+        return False
 
 
 def _current_ota_is_workable(dev, valid):
