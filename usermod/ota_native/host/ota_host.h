@@ -1,0 +1,47 @@
+// The host backend: ESP-IDF's esp_partition_* and esp_ota_* functions (v5.3-v5.5 behaviour) over
+// a flash image file in the simulator's format, so that the OTA core runs on a PC: in C tests and
+// in MicroPython's unix port.
+//
+// The flash file is $ESPSIM_FLASH (or the path given to ota_host_open()). The running
+// partition, chip model and revision and rollback support come from "<flash>.state", written by
+// the simulator's bootloader (sim/espsim/device.py). $ESPSIM_CUT_AFTER=N arms the power-cut
+// switch; $OTA_HOST_IDF=5.4 selects ESP-IDF 5.3/5.4 behaviour (esp_ota_begin() then leaves the
+// inactive otadata entry alone), the default is 5.5.
+#ifndef OTA_HOST_H
+#define OTA_HOST_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "esp_err.h"
+#include "esp_partition.h"
+
+typedef struct {
+    uint32_t erase_4k;
+    uint32_t erase_64k;
+    uint32_t program_pages;
+    uint32_t program_bytes;
+    uint32_t read_ops;
+    uint32_t read_bytes;
+} ota_host_counts_t;
+
+// Open a flash image (and its .state file). Returns ESP_OK or an error.
+esp_err_t ota_host_open(const char *path);
+void ota_host_close(void);
+// Flash operations so far, by kind.
+const ota_host_counts_t *ota_host_counts(void);
+void ota_host_reset_counts(void);
+// Cut the power after n more erase/program operations (-1: never). The interrupted one is left
+// half done; from then on every flash operation fails with ESP_ERR_FLASH_OP_FAIL. (Armed by
+// $ESPSIM_CUT_AFTER instead, the cut ends the process with status 3, like a board losing power.)
+void ota_host_cut_after(long n);
+bool ota_host_powered(void);
+// ESP-IDF version whose behaviour to follow: 0x0505 (default) or 0x0504.
+void ota_host_set_idf(unsigned version);
+// esp_image_verify(ESP_IMAGE_VERIFY) of the app in a partition: ESP_OK, ESP_ERR_IMAGE_INVALID
+// (0x2002) or a flash error.
+esp_err_t ota_host_verify_image(const esp_partition_t *p);
+// esp_restart() calls this; by default it records "running=0" (the simulator must boot the
+// device) and exits the process.
+void ota_host_on_restart(void (*hook)(void));
+
+#endif

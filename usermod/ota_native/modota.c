@@ -1,0 +1,427 @@
+// The `_ota` module: MicroPython binding of the OTA core (ota_core.c). It only converts:
+// arguments to C, buffers and streams to calls into the core, esp_err_t to exceptions (in
+// ota_raise(), the one place that does it), and it releases the GIL around flash work.
+//
+//   _ota.Update(length=0, confirm=False, progress=None)    an update of the next OTA partition
+//       .write(buf) -> int            any bytes-like object
+//       .write_from(stream, limit=-1) -> int    pumps stream.readinto() through the object's
+//                                      own buffer, in C
+//       .finish(sha=None, length=0, verify=True, set_boot=False)
+//       .abort()
+//       .sha() -> bytes                SHA-256 of the bytes received so far
+//       .nbytes, .partition, .head     bytes received, target label, the first bytes held
+//   _ota.running() / boot() / next_update() -> label or None
+//   _ota.state(label) -> int or None   esp_ota_get_state_partition()
+//   _ota.describe(label) -> (version, project, date, time, idf_ver) or None
+//   _ota.set_boot(label), mark_valid(), mark_invalid_and_reboot(), rollback_possible()
+//   _ota.flash_counts() -> (erase_4k, erase_64k, program_pages, program_bytes, read_ops,
+//                           read_bytes)        host builds only (the simulated flash)
+
+#include <string.h>
+
+#include "py/mperrno.h"
+#include "py/runtime.h"
+#include "py/stream.h"
+
+#include "ota_config.h"
+#include "ota_core.h"
+#if OTA_HOST_BACKEND
+#include "ota_host.h"
+#endif
+
+#ifndef MP_NORETURN
+#define MP_NORETURN NORETURN
+#endif
+
+typedef struct _ota_update_obj_t {
+    mp_obj_base_t base;
+    ota_core_t core;
+    mp_obj_t progress;
+    size_t reported; // bytes received at the last progress call
+    size_t expect_len; // of the last finish(), for its error message
+    uint8_t expect_sha[OTA_SHA256_LEN];
+    uint8_t buf[OTA_BUFFER_SIZE];
+} ota_update_obj_t;
+
+// The one place that maps esp_err_t to Python exceptions: ESP-IDF's codes as MicroPython's
+// esp32 port does (OSError(-code, "ESP_ERR_NAME")); the core's own as ValueError(message), or
+// OSError(ENOENT, message) when there is no OTA partition, with the `ota` package's wording.
+static MP_NORETURN void ota_raise(esp_err_t err, ota_update_obj_t *self) {
+    if (err >= OTA_ERR_BASE && err < OTA_ERR_BASE + 0x100) {
+        char msg[320];
+        ota_core_message(self ? &self->core : NULL, err, self ? self->expect_len : 0,
+            self ? self->expect_sha : NULL, msg, sizeof(msg));
+        mp_obj_t text = mp_obj_new_str(msg, strlen(msg));
+        if (err == OTA_ERR_NO_OTA) {
+            mp_obj_t args[2] = { MP_OBJ_NEW_SMALL_INT(MP_ENOENT), text };
+            nlr_raise(mp_obj_new_exception_args(&mp_type_OSError, 2, args));
+        }
+        nlr_raise(mp_obj_new_exception_args(&mp_type_ValueError, 1, &text));
+    }
+    mp_int_t pcode = -err;
+    if (err == ESP_ERR_NO_MEM) {
+        pcode = MP_ENOMEM;
+    } else if (err == ESP_ERR_TIMEOUT) {
+        pcode = MP_ETIMEDOUT;
+    } else if (err == ESP_ERR_NOT_SUPPORTED) {
+        pcode = MP_EOPNOTSUPP;
+    }
+    const char *name = esp_err_to_name(err);
+    mp_obj_t args[2] = { MP_OBJ_NEW_SMALL_INT(pcode), mp_obj_new_str(name, strlen(name)) };
+    nlr_raise(mp_obj_new_exception_args(&mp_type_OSError, 2, args));
+}
+
+static void ota_check(esp_err_t err, ota_update_obj_t *self) {
+    if (err != ESP_OK) {
+        ota_raise(err, self);
+    }
+}
+
+static ota_update_obj_t *ota_update_get(mp_obj_t self_in) {
+    return MP_OBJ_TO_PTR(self_in);
+}
+
+// Flash work happens here, without the GIL; data must stay valid meanwhile.
+static void ota_update_feed(ota_update_obj_t *self, const uint8_t *data, size_t len) {
+    MP_THREAD_GIL_EXIT();
+    esp_err_t err = ota_core_write(&self->core, data, len);
+    MP_THREAD_GIL_ENTER();
+    ota_check(err, self);
+    if (self->progress != mp_const_none
+        && self->core.received - self->reported >= OTA_PROGRESS_STEP) {
+        self->reported = self->core.received;
+        mp_call_function_1(self->progress, mp_obj_new_int_from_uint(self->core.received));
+    }
+}
+
+extern const mp_obj_type_t ota_update_type;
+
+static mp_obj_t ota_update_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw,
+    const mp_obj_t *all_args) {
+    enum { ARG_length, ARG_confirm, ARG_progress };
+    static const mp_arg_t allowed_args[] = {
+        { MP_QSTR_length, MP_ARG_INT, {.u_int = 0} },
+        { MP_QSTR_confirm, MP_ARG_BOOL, {.u_bool = false} },
+        { MP_QSTR_progress, MP_ARG_OBJ, {.u_rom_obj = MP_ROM_NONE} },
+    };
+    mp_arg_val_t args[MP_ARRAY_SIZE(allowed_args)];
+    mp_arg_parse_all_kw_array(n_args, n_kw, all_args, MP_ARRAY_SIZE(allowed_args), allowed_args,
+        args);
+    if (args[ARG_length].u_int < 0) {
+        mp_raise_ValueError(MP_ERROR_TEXT("length must be >= 0"));
+    }
+    ota_update_obj_t *self = mp_obj_malloc_with_finaliser(ota_update_obj_t, type);
+    self->progress = args[ARG_progress].u_obj;
+    self->reported = 0;
+    self->expect_len = 0;
+    MP_THREAD_GIL_EXIT();
+    esp_err_t err = ota_core_begin(&self->core, args[ARG_length].u_int,
+        args[ARG_confirm].u_bool ? OTA_CORE_CONFIRM : 0);
+    MP_THREAD_GIL_ENTER();
+    ota_check(err, self);
+    return MP_OBJ_FROM_PTR(self);
+}
+
+static mp_obj_t ota_update_write(mp_obj_t self_in, mp_obj_t data_in) {
+    ota_update_obj_t *self = ota_update_get(self_in);
+    mp_buffer_info_t bufinfo;
+    mp_get_buffer_raise(data_in, &bufinfo, MP_BUFFER_READ);
+    ota_update_feed(self, bufinfo.buf, bufinfo.len);
+    return MP_OBJ_NEW_SMALL_INT(bufinfo.len);
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(ota_update_write_obj, ota_update_write);
+
+// Pump a stream into the image: native streams (files, sockets, SSL) are read directly into
+// the object's buffer; other objects through their readinto() method, with a bytearray that
+// refers to the same buffer (made once per call, not per chunk).
+static mp_obj_t ota_update_write_from(size_t n_args, const mp_obj_t *args) {
+    ota_update_obj_t *self = ota_update_get(args[0]);
+    mp_obj_t stream = args[1];
+    mp_int_t limit = n_args > 2 ? mp_obj_get_int(args[2]) : -1;
+    mp_obj_t dest[3];
+    mp_load_method(stream, MP_QSTR_readinto, dest);
+    bool native = dest[0] == MP_OBJ_FROM_PTR(&mp_stream_readinto_obj);
+    const mp_stream_p_t *sp = native ? mp_get_stream(stream) : NULL;
+    mp_obj_t view = MP_OBJ_NULL;
+    size_t view_len = 0;
+    size_t total = 0;
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        while (limit < 0 || total < (size_t)limit) {
+            size_t want = OTA_BUFFER_SIZE;
+            if (limit >= 0 && (size_t)limit - total < want) {
+                want = (size_t)limit - total;
+            }
+            mp_uint_t n;
+            if (native) {
+                int errcode;
+                n = sp->read(stream, self->buf, want, &errcode);
+                if (n == MP_STREAM_ERROR) {
+                    if (mp_is_nonblocking_error(errcode)) {
+                        continue;
+                    }
+                    mp_raise_OSError(errcode);
+                }
+            } else {
+                if (view_len != want) {
+                    view = mp_obj_new_bytearray_by_ref(want, self->buf);
+                    view_len = want;
+                }
+                dest[2] = view;
+                mp_obj_t r = mp_call_method_n_kw(1, 0, dest);
+                if (r == mp_const_none) {
+                    continue; // a non-blocking stream with nothing to read yet
+                }
+                n = mp_obj_get_int(r);
+            }
+            if (n == 0) {
+                break;
+            }
+            ota_update_feed(self, self->buf, n);
+            total += n;
+        }
+        nlr_pop();
+    } else {
+        ota_core_abort(&self->core); // the stream failed: this update is over
+        nlr_jump(nlr.ret_val);
+    }
+    return mp_obj_new_int_from_uint(total);
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(ota_update_write_from_obj, 2, 3, ota_update_write_from);
+
+static mp_obj_t ota_update_finish(size_t n_args, const mp_obj_t *pos_args, mp_map_t *kw_args) {
+    enum { ARG_sha, ARG_length, ARG_verify, ARG_set_boot };
+    static const mp_arg_t allowed_args[] = {
+        { MP_QSTR_sha, MP_ARG_OBJ, {.u_rom_obj = MP_ROM_NONE} },
+        { MP_QSTR_length, MP_ARG_INT, {.u_int = 0} },
+        { MP_QSTR_verify, MP_ARG_BOOL, {.u_bool = true} },
+        { MP_QSTR_set_boot, MP_ARG_BOOL, {.u_bool = false} },
+    };
+    ota_update_obj_t *self = ota_update_get(pos_args[0]);
+    mp_arg_val_t args[MP_ARRAY_SIZE(allowed_args)];
+    mp_arg_parse_all(n_args - 1, pos_args + 1, kw_args, MP_ARRAY_SIZE(allowed_args),
+        allowed_args, args);
+    const uint8_t *sha = NULL;
+    if (args[ARG_sha].u_obj != mp_const_none) {
+        mp_buffer_info_t b;
+        mp_get_buffer_raise(args[ARG_sha].u_obj, &b, MP_BUFFER_READ);
+        if (b.len != OTA_SHA256_LEN) {
+            mp_raise_ValueError(MP_ERROR_TEXT("sha must be the 32 bytes of a SHA-256"));
+        }
+        memcpy(self->expect_sha, b.buf, OTA_SHA256_LEN);
+        sha = self->expect_sha;
+    }
+    if (args[ARG_length].u_int < 0) {
+        mp_raise_ValueError(MP_ERROR_TEXT("length must be >= 0"));
+    }
+    self->expect_len = args[ARG_length].u_int;
+    MP_THREAD_GIL_EXIT();
+    esp_err_t err = ota_core_finish(&self->core, self->expect_len, sha,
+        args[ARG_verify].u_bool, args[ARG_set_boot].u_bool, self->buf, OTA_BUFFER_SIZE);
+    MP_THREAD_GIL_ENTER();
+    ota_check(err, self);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_KW(ota_update_finish_obj, 1, ota_update_finish);
+
+static mp_obj_t ota_update_abort(mp_obj_t self_in) {
+    ota_core_abort(&ota_update_get(self_in)->core);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(ota_update_abort_obj, ota_update_abort);
+
+// Finaliser: an update left unfinished (e.g. by a soft reset) releases its ESP-IDF handle.
+static mp_obj_t ota_update_del(mp_obj_t self_in) {
+    ota_update_obj_t *self = ota_update_get(self_in);
+    ota_core_abort(&self->core);
+    ota_core_free(&self->core);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(ota_update_del_obj, ota_update_del);
+
+static mp_obj_t ota_update_sha(mp_obj_t self_in) {
+    uint8_t d[OTA_SHA256_LEN];
+    ota_core_sha(&ota_update_get(self_in)->core, d);
+    return mp_obj_new_bytes(d, sizeof(d));
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(ota_update_sha_obj, ota_update_sha);
+
+static mp_obj_t ota_update_enter(mp_obj_t self_in) {
+    return self_in;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(ota_update_enter_obj, ota_update_enter);
+
+static mp_obj_t ota_update_exit(size_t n_args, const mp_obj_t *args) {
+    (void)n_args;
+    ota_core_abort(&ota_update_get(args[0])->core); // no-op once finish() succeeded
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(ota_update_exit_obj, 4, 4, ota_update_exit);
+
+static void ota_update_attr(mp_obj_t self_in, qstr attr, mp_obj_t *dest) {
+    ota_update_obj_t *self = ota_update_get(self_in);
+    if (dest[0] != MP_OBJ_NULL) {
+        return; // read-only
+    }
+    if (attr == MP_QSTR_nbytes) {
+        dest[0] = mp_obj_new_int_from_uint(self->core.received);
+    } else if (attr == MP_QSTR_partition) {
+        dest[0] = self->core.part ? mp_obj_new_str(self->core.part->label,
+            strlen(self->core.part->label)) : mp_const_none;
+    } else if (attr == MP_QSTR_head) {
+        dest[0] = mp_obj_new_bytes(self->core.head, self->core.head_len);
+    } else {
+        dest[1] = MP_OBJ_SENTINEL; // look in locals_dict
+    }
+}
+
+static const mp_rom_map_elem_t ota_update_locals_dict_table[] = {
+    { MP_ROM_QSTR(MP_QSTR_write), MP_ROM_PTR(&ota_update_write_obj) },
+    { MP_ROM_QSTR(MP_QSTR_write_from), MP_ROM_PTR(&ota_update_write_from_obj) },
+    { MP_ROM_QSTR(MP_QSTR_finish), MP_ROM_PTR(&ota_update_finish_obj) },
+    { MP_ROM_QSTR(MP_QSTR_abort), MP_ROM_PTR(&ota_update_abort_obj) },
+    { MP_ROM_QSTR(MP_QSTR_sha), MP_ROM_PTR(&ota_update_sha_obj) },
+    { MP_ROM_QSTR(MP_QSTR___del__), MP_ROM_PTR(&ota_update_del_obj) },
+    { MP_ROM_QSTR(MP_QSTR___enter__), MP_ROM_PTR(&ota_update_enter_obj) },
+    { MP_ROM_QSTR(MP_QSTR___exit__), MP_ROM_PTR(&ota_update_exit_obj) },
+};
+static MP_DEFINE_CONST_DICT(ota_update_locals_dict, ota_update_locals_dict_table);
+
+MP_DEFINE_CONST_OBJ_TYPE(
+    ota_update_type,
+    MP_QSTR_Update,
+    MP_TYPE_FLAG_NONE,
+    make_new, ota_update_make_new,
+    attr, ota_update_attr,
+    locals_dict, &ota_update_locals_dict
+    );
+
+// Module functions
+
+static mp_obj_t ota_label(const esp_partition_t *p) {
+    return p ? mp_obj_new_str(p->label, strlen(p->label)) : mp_const_none;
+}
+
+static const esp_partition_t *ota_find(mp_obj_t label) {
+    const esp_partition_t *p = ota_core_find(mp_obj_str_get_str(label));
+    if (p == NULL) {
+        mp_raise_OSError(MP_ENOENT);
+    }
+    return p;
+}
+
+static mp_obj_t ota_running(void) {
+    return ota_label(ota_core_partition(OTA_CORE_RUNNING));
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(ota_running_obj, ota_running);
+
+static mp_obj_t ota_boot(void) {
+    return ota_label(ota_core_partition(OTA_CORE_BOOT));
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(ota_boot_obj, ota_boot);
+
+static mp_obj_t ota_next_update(void) {
+    return ota_label(ota_core_partition(OTA_CORE_NEXT));
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(ota_next_update_obj, ota_next_update);
+
+static mp_obj_t ota_state(mp_obj_t label) {
+    esp_ota_img_states_t st;
+    esp_err_t err = ota_core_state(ota_find(label), &st);
+    if (err == ESP_ERR_NOT_FOUND || err == ESP_ERR_NOT_SUPPORTED) {
+        return mp_const_none; // no otadata entry for it, or not an OTA partition
+    }
+    ota_check(err, NULL);
+    return mp_obj_new_int_from_uint(st);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(ota_state_obj, ota_state);
+
+static mp_obj_t ota_str_field(const char *s, size_t max) {
+    return mp_obj_new_str(s, strnlen(s, max));
+}
+
+static mp_obj_t ota_describe(mp_obj_t label) {
+    esp_app_desc_t d;
+    esp_err_t err = ota_core_describe(ota_find(label), &d);
+    if (err == ESP_ERR_NOT_FOUND) {
+        return mp_const_none; // no app description there
+    }
+    ota_check(err, NULL);
+    mp_obj_t t[5] = {
+        ota_str_field(d.version, sizeof(d.version)),
+        ota_str_field(d.project_name, sizeof(d.project_name)),
+        ota_str_field(d.date, sizeof(d.date)),
+        ota_str_field(d.time, sizeof(d.time)),
+        ota_str_field(d.idf_ver, sizeof(d.idf_ver)),
+    };
+    return mp_obj_new_tuple(5, t);
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(ota_describe_obj, ota_describe);
+
+static mp_obj_t ota_set_boot(mp_obj_t label) {
+    const esp_partition_t *p = ota_find(label);
+    MP_THREAD_GIL_EXIT();
+    esp_err_t err = ota_core_set_boot(p);
+    MP_THREAD_GIL_ENTER();
+    ota_check(err, NULL);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(ota_set_boot_obj, ota_set_boot);
+
+static mp_obj_t ota_mark_valid(void) {
+    ota_check(ota_core_mark_valid(), NULL);
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(ota_mark_valid_obj, ota_mark_valid);
+
+static mp_obj_t ota_mark_invalid_and_reboot(void) {
+    ota_check(ota_core_mark_invalid_and_reboot(), NULL); // returns only on failure
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(ota_mark_invalid_and_reboot_obj, ota_mark_invalid_and_reboot);
+
+static mp_obj_t ota_rollback_possible(void) {
+    return mp_obj_new_bool(ota_core_rollback_possible());
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(ota_rollback_possible_obj, ota_rollback_possible);
+
+#if OTA_HOST_BACKEND
+// Host builds only: the simulated flash's operation counters, for tests and benchmarks.
+static mp_obj_t ota_flash_counts(void) {
+    const ota_host_counts_t *c = ota_host_counts();
+    mp_obj_t t[6] = {
+        mp_obj_new_int_from_uint(c->erase_4k), mp_obj_new_int_from_uint(c->erase_64k),
+        mp_obj_new_int_from_uint(c->program_pages), mp_obj_new_int_from_uint(c->program_bytes),
+        mp_obj_new_int_from_uint(c->read_ops), mp_obj_new_int_from_uint(c->read_bytes),
+    };
+    return mp_obj_new_tuple(6, t);
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(ota_flash_counts_obj, ota_flash_counts);
+#endif
+
+static const mp_rom_map_elem_t ota_module_globals_table[] = {
+    { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__ota) },
+    { MP_ROM_QSTR(MP_QSTR_Update), MP_ROM_PTR(&ota_update_type) },
+    { MP_ROM_QSTR(MP_QSTR_running), MP_ROM_PTR(&ota_running_obj) },
+    { MP_ROM_QSTR(MP_QSTR_boot), MP_ROM_PTR(&ota_boot_obj) },
+    { MP_ROM_QSTR(MP_QSTR_next_update), MP_ROM_PTR(&ota_next_update_obj) },
+    { MP_ROM_QSTR(MP_QSTR_state), MP_ROM_PTR(&ota_state_obj) },
+    { MP_ROM_QSTR(MP_QSTR_describe), MP_ROM_PTR(&ota_describe_obj) },
+    { MP_ROM_QSTR(MP_QSTR_set_boot), MP_ROM_PTR(&ota_set_boot_obj) },
+    { MP_ROM_QSTR(MP_QSTR_mark_valid), MP_ROM_PTR(&ota_mark_valid_obj) },
+    { MP_ROM_QSTR(MP_QSTR_mark_invalid_and_reboot), MP_ROM_PTR(&ota_mark_invalid_and_reboot_obj) },
+    { MP_ROM_QSTR(MP_QSTR_rollback_possible), MP_ROM_PTR(&ota_rollback_possible_obj) },
+    { MP_ROM_QSTR(MP_QSTR_BUFFER_SIZE), MP_ROM_INT(OTA_BUFFER_SIZE) },
+    { MP_ROM_QSTR(MP_QSTR_PROGRESS_STEP), MP_ROM_INT(OTA_PROGRESS_STEP) },
+    #if OTA_HOST_BACKEND
+    { MP_ROM_QSTR(MP_QSTR_flash_counts), MP_ROM_PTR(&ota_flash_counts_obj) },
+    #endif
+};
+static MP_DEFINE_CONST_DICT(ota_module_globals, ota_module_globals_table);
+
+const mp_obj_module_t ota_module = {
+    .base = { &mp_type_module },
+    .globals = (mp_obj_dict_t *)&ota_module_globals,
+};
+
+MP_REGISTER_MODULE(MP_QSTR__ota, ota_module);

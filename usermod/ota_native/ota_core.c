@@ -1,0 +1,386 @@
+#include <stdio.h>
+#include <string.h>
+#include "esp_app_format.h"
+#include "esp_ota_ops.h"
+#include "ota_config.h"
+#include "ota_core.h"
+
+#define SECTOR (4096)
+#define ALIGN_UP(n, a) (((n) + (a) - 1) / (a) * (a))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+static esp_err_t fail(ota_core_t *s, esp_err_t err) {
+    ota_core_abort(s);
+    return err;
+}
+
+esp_err_t ota_core_check_head(const uint8_t *head, size_t len, uint16_t chip_id) {
+    if (len > 0 && head[0] != ESP_IMAGE_HEADER_MAGIC) {
+        return OTA_ERR_NOT_APP_IMAGE;
+    }
+    if (len < OTA_CORE_HEAD) {
+        return OTA_ERR_TOO_SHORT;
+    }
+    if ((uint16_t)(head[12] | head[13] << 8) != chip_id) {
+        return OTA_ERR_WRONG_CHIP;
+    }
+    if (head[1] > ESP_IMAGE_MAX_SEGMENTS) {
+        return OTA_ERR_NOT_APP_IMAGE;
+    }
+    uint32_t magic = head[32] | head[33] << 8 | head[34] << 16 | (uint32_t)head[35] << 24;
+    if (magic != ESP_APP_DESC_MAGIC_WORD) {
+        return OTA_ERR_NOT_APP_DESC;
+    }
+    return ESP_OK;
+}
+
+static const char *chip_name(unsigned id) {
+    static const struct {
+        unsigned id;
+        const char *name;
+    } chips[] = {
+        {0, "ESP32"}, {2, "ESP32-S2"}, {5, "ESP32-C3"}, {9, "ESP32-S3"}, {12, "ESP32-C2"},
+        {13, "ESP32-C6"}, {16, "ESP32-H2"}, {18, "ESP32-P4"}, {23, "ESP32-C5"},
+    };
+    for (size_t i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
+        if (chips[i].id == id) {
+            return chips[i].name;
+        }
+    }
+    return "an unknown chip";
+}
+
+static void hex32(char *out, const uint8_t *d) {
+    for (int i = 0; i < OTA_SHA256_LEN; i++) {
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+    }
+}
+
+void ota_core_message(const ota_core_t *s, esp_err_t err, size_t expect_len,
+    const uint8_t *expect_sha, char *out, size_t out_len) {
+    const uint8_t *head = s ? s->head : NULL;
+    size_t n = s ? s->head_len : 0;
+    char a[65] = "", b[65] = "";
+    if (s && (err == OTA_ERR_SHA || err == OTA_ERR_VERIFY)) {
+        uint8_t d[OTA_SHA256_LEN];
+        ota_core_sha(s, d);
+        hex32(a, d);
+        hex32(b, err == OTA_ERR_SHA ? expect_sha : s->readback);
+    }
+    switch (err) {
+        case OTA_ERR_NOT_APP_IMAGE:
+            if (n > 0 && head[0] != ESP_IMAGE_HEADER_MAGIC) {
+                snprintf(out, out_len, "Not an ESP32 app image: it starts with 0x%02x, not 0xe9 "
+                    "(use micropython.bin).", head[0]);
+            } else {
+                snprintf(out, out_len, "Not an ESP32 app image: %d segments (at most 16).",
+                    n > 1 ? head[1] : 0);
+            }
+            break;
+        case OTA_ERR_TOO_SHORT:
+            snprintf(out, out_len, "Not an ESP32 app image: only %u bytes (an app image has at "
+                "least %u).", (unsigned)n, (unsigned)OTA_CORE_HEAD);
+            break;
+        case OTA_ERR_WRONG_CHIP: {
+            unsigned id = n >= 14 ? (unsigned)(head[12] | head[13] << 8) : 0xFFFF;
+            unsigned own = s ? s->chip_id : 0xFFFF;
+            snprintf(out, out_len, "Image is for %s (chip id %u), but this device is %s "
+                "(chip id %u).", chip_name(id), id, chip_name(own), own);
+            break;
+        }
+        case OTA_ERR_NOT_APP_DESC:
+            if (n > 32 && head[32] == 0x50) { // esp_bootloader_desc_t.magic_byte
+                snprintf(out, out_len, "This is a bootloader image, or a merged firmware.bin "
+                    "that starts with the bootloader: write the app image (micropython.bin) "
+                    "instead.");
+            } else {
+                snprintf(out, out_len, "Not an ESP32 app image: no app description "
+                    "(0xabcd5432) at offset 32.");
+            }
+            break;
+        case OTA_ERR_TOO_LARGE:
+            if (s && s->part && s->received == 0 && s->state != OTA_CORE_WRITING) {
+                snprintf(out, out_len, "length (%u bytes) is > size of partition.",
+                    (unsigned)s->expected_len);
+            } else if (s && s->part) {
+                snprintf(out, out_len, "Image is larger than partition '%s' (%u bytes).",
+                    s->part->label, (unsigned)s->part->size);
+            } else {
+                snprintf(out, out_len, "Image is larger than the partition.");
+            }
+            break;
+        case OTA_ERR_NO_DATA:
+            snprintf(out, out_len, "No image data was written.");
+            break;
+        case OTA_ERR_LENGTH:
+            snprintf(out, out_len, "Receive %u bytes (expect %u).",
+                (unsigned)(s ? s->received : 0), (unsigned)expect_len);
+            break;
+        case OTA_ERR_SHA:
+            snprintf(out, out_len, "SHA mismatch recv=%s expect=%s.", a, b);
+            break;
+        case OTA_ERR_VERIFY:
+            snprintf(out, out_len, "SHA verify failed: write=%s read=%s", a, b);
+            break;
+        case OTA_ERR_NO_OTA:
+            snprintf(out, out_len, "This firmware's partition table has no spare OTA partition "
+                "(it needs otadata, ota_0 and ota_1): flash a firmware built with an OTA "
+                "partition table, e.g. MicroPython's ESP32_GENERIC with BOARD_VARIANT=OTA.");
+            break;
+        case OTA_ERR_CLOSED:
+            snprintf(out, out_len, "This OTA update was aborted.");
+            break;
+        default:
+            snprintf(out, out_len, "OTA error 0x%x.", (unsigned)err);
+            break;
+    }
+}
+
+esp_err_t ota_core_begin(ota_core_t *s, size_t expected_len, uint32_t flags) {
+    memset(s, 0, sizeof(*s));
+    s->state = OTA_CORE_ABORTED; // until everything below succeeds
+    s->running = esp_ota_get_running_partition();
+    if (s->running == NULL) {
+        return ESP_ERR_NOT_FOUND;
+    }
+    if (esp_partition_find_first(ESP_PARTITION_TYPE_DATA, ESP_PARTITION_SUBTYPE_DATA_OTA,
+        NULL) == NULL) {
+        return OTA_ERR_NO_OTA;
+    }
+    s->part = esp_ota_get_next_update_partition(NULL);
+    if (s->part == NULL || s->part == s->running) {
+        return OTA_ERR_NO_OTA;
+    }
+    s->expected_len = expected_len;
+    if (expected_len > s->part->size) {
+        return OTA_ERR_TOO_LARGE;
+    }
+    esp_image_header_t hdr;
+    esp_err_t err = esp_partition_read(s->running, 0, &hdr, sizeof(hdr));
+    if (err != ESP_OK) {
+        return err;
+    }
+    s->chip_id = hdr.chip_id;
+    s->expected_len = expected_len;
+    s->flags = flags;
+    ota_sha256_init(&s->sha);
+    s->state = OTA_CORE_WRITING;
+    return ESP_OK;
+}
+
+// Erase the partition up to `end` (bytes), in 64 KB blocks.
+static esp_err_t erase_to(ota_core_t *s, size_t end) {
+    while (s->erased < end) {
+        size_t n = MIN((size_t)OTA_ERASE_BLOCK, s->part->size - s->erased);
+        esp_err_t err = esp_partition_erase_range(s->part, s->erased, n);
+        if (err != ESP_OK) {
+            return err;
+        }
+        s->erased += n;
+    }
+    return ESP_OK;
+}
+
+// The first bytes are in: check them, settle the running app's state, open the OTA handle.
+static esp_err_t start(ota_core_t *s) {
+    esp_err_t err = ota_core_check_head(s->head, s->head_len, s->chip_id);
+    if (err != ESP_OK) {
+        return err;
+    }
+    // esp_ota_begin() refuses to start while the running app is unconfirmed (with rollback
+    // enabled): writing an update is taken as proof that it works, when the caller says so.
+    esp_ota_img_states_t st;
+    if (esp_ota_get_state_partition(s->running, &st) == ESP_OK
+        && st == ESP_OTA_IMG_PENDING_VERIFY) {
+        if (!(s->flags & OTA_CORE_CONFIRM)) {
+            return ESP_ERR_OTA_ROLLBACK_INVALID_STATE;
+        }
+        err = esp_ota_mark_app_valid_cancel_rollback();
+        if (err != ESP_OK) {
+            return err;
+        }
+    }
+    // esp_ota_begin() erases the size it is given (rounded up to 4 KB): the whole image rounded
+    // up to 64 KB blocks when the length is known, else the first block.
+    size_t first = s->expected_len ? ALIGN_UP(s->expected_len, (size_t)OTA_ERASE_BLOCK)
+        : (size_t)OTA_ERASE_BLOCK;
+    first = MIN(first, (size_t)s->part->size);
+    s->handle = 0;
+    err = esp_ota_begin(s->part, first, &s->handle);
+    s->handle_open = s->handle != 0; // a failed erase still hands out a handle to abort
+    if (err != ESP_OK) {
+        return err;
+    }
+    s->erased = ALIGN_UP(first, (size_t)SECTOR);
+    err = esp_ota_write(s->handle, s->head, s->head_len);
+    if (err != ESP_OK) {
+        return err;
+    }
+    s->written = s->head_len;
+    return ESP_OK;
+}
+
+esp_err_t ota_core_write(ota_core_t *s, const uint8_t *data, size_t len) {
+    if (s->state != OTA_CORE_WRITING) {
+        return OTA_ERR_CLOSED;
+    }
+    if (len == 0) {
+        return ESP_OK;
+    }
+    if (!s->handle_open) {
+        size_t k = MIN(len, OTA_CORE_HEAD - s->head_len);
+        memcpy(s->head + s->head_len, data, k);
+        ota_sha256_update(&s->sha, data, k);
+        s->head_len += k;
+        s->received += k;
+        data += k;
+        len -= k;
+        if (s->head[0] != ESP_IMAGE_HEADER_MAGIC) {
+            return fail(s, OTA_ERR_NOT_APP_IMAGE);
+        }
+        if (s->head_len < OTA_CORE_HEAD) {
+            return ESP_OK;
+        }
+        esp_err_t err = start(s);
+        if (err != ESP_OK) {
+            return fail(s, err);
+        }
+    }
+    if (len == 0) {
+        return ESP_OK;
+    }
+    if (len > s->part->size - s->received) {
+        return fail(s, OTA_ERR_TOO_LARGE);
+    }
+    esp_err_t err = erase_to(s, s->written + len);
+    if (err == ESP_OK) {
+        ota_sha256_update(&s->sha, data, len);
+        s->received += len;
+        err = esp_ota_write(s->handle, data, len);
+    }
+    if (err != ESP_OK) {
+        return fail(s, err);
+    }
+    s->written += len;
+    return ESP_OK;
+}
+
+static esp_err_t readback(ota_core_t *s, uint8_t *buf, size_t buf_len) {
+    ota_sha256_t h;
+    ota_sha256_init(&h);
+    esp_err_t err = ESP_OK;
+    for (size_t pos = 0; pos < s->written && err == ESP_OK; pos += buf_len) {
+        size_t n = MIN(buf_len, s->written - pos);
+        err = esp_partition_read(s->part, pos, buf, n);
+        ota_sha256_update(&h, buf, n);
+    }
+    ota_sha256_peek(&h, s->readback);
+    ota_sha256_free(&h);
+    return err;
+}
+
+esp_err_t ota_core_finish(ota_core_t *s, size_t expect_len, const uint8_t *expect_sha,
+    bool verify, bool set_boot, uint8_t *buf, size_t buf_len) {
+    if (s->state != OTA_CORE_WRITING) {
+        return OTA_ERR_CLOSED;
+    }
+    if (!s->handle_open) {
+        // Fewer than OTA_CORE_HEAD bytes arrived: nothing was erased or written.
+        if (s->received == 0) {
+            return fail(s, OTA_ERR_NO_DATA);
+        }
+        return fail(s, ota_core_check_head(s->head, s->head_len, s->chip_id));
+    }
+    if (expect_len && expect_len != s->received) {
+        return fail(s, OTA_ERR_LENGTH);
+    }
+    uint8_t digest[OTA_SHA256_LEN];
+    ota_sha256_peek(&s->sha, digest);
+    if (expect_sha && memcmp(expect_sha, digest, sizeof(digest)) != 0) {
+        return fail(s, OTA_ERR_SHA);
+    }
+    s->handle_open = false; // esp_ota_end() frees the handle, whatever it returns
+    esp_err_t err = esp_ota_end(s->handle);
+    if (err != ESP_OK) {
+        return fail(s, err);
+    }
+    if (verify) {
+        if (buf == NULL || buf_len == 0) {
+            return fail(s, ESP_ERR_INVALID_ARG);
+        }
+        err = readback(s, buf, buf_len);
+        if (err != ESP_OK) {
+            return fail(s, err);
+        }
+        if (memcmp(s->readback, digest, sizeof(digest)) != 0) {
+            return fail(s, OTA_ERR_VERIFY);
+        }
+    }
+    if (set_boot) {
+        err = esp_ota_set_boot_partition(s->part);
+        if (err != ESP_OK) {
+            return fail(s, err);
+        }
+    }
+    s->state = OTA_CORE_DONE;
+    return ESP_OK;
+}
+
+void ota_core_abort(ota_core_t *s) {
+    if (s->handle_open) {
+        esp_ota_abort(s->handle);
+        s->handle_open = false;
+    }
+    if (s->state != OTA_CORE_DONE) {
+        s->state = OTA_CORE_ABORTED;
+    }
+}
+
+void ota_core_sha(const ota_core_t *s, uint8_t out[OTA_SHA256_LEN]) {
+    ota_sha256_peek(&s->sha, out);
+}
+
+void ota_core_free(ota_core_t *s) {
+    ota_sha256_free(&s->sha);
+}
+
+const esp_partition_t *ota_core_partition(int role) {
+    switch (role) {
+        case OTA_CORE_RUNNING:
+            return esp_ota_get_running_partition();
+        case OTA_CORE_BOOT:
+            return esp_ota_get_boot_partition();
+        default: {
+            const esp_partition_t *next = esp_ota_get_next_update_partition(NULL);
+            return next == esp_ota_get_running_partition() ? NULL : next;
+        }
+    }
+}
+
+const esp_partition_t *ota_core_find(const char *label) {
+    return esp_partition_find_first(ESP_PARTITION_TYPE_APP, ESP_PARTITION_SUBTYPE_ANY, label);
+}
+
+esp_err_t ota_core_state(const esp_partition_t *part, esp_ota_img_states_t *state) {
+    return esp_ota_get_state_partition(part, state);
+}
+
+esp_err_t ota_core_describe(const esp_partition_t *part, esp_app_desc_t *desc) {
+    return esp_ota_get_partition_description(part, desc);
+}
+
+esp_err_t ota_core_set_boot(const esp_partition_t *part) {
+    return esp_ota_set_boot_partition(part);
+}
+
+esp_err_t ota_core_mark_valid(void) {
+    return esp_ota_mark_app_valid_cancel_rollback();
+}
+
+esp_err_t ota_core_mark_invalid_and_reboot(void) {
+    return esp_ota_mark_app_invalid_rollback_and_reboot();
+}
+
+bool ota_core_rollback_possible(void) {
+    return esp_ota_check_rollback_is_possible();
+}

@@ -1,0 +1,108 @@
+// The OTA update session: plain C over ESP-IDF's esp_ota_* and esp_partition_* API. No
+// MicroPython header, no allocation, never raises: every function returns an esp_err_t.
+//
+// One update, step by step:
+// 1. ota_core_begin(): running and next-update partitions, the expected length fits.
+// 2. ota_core_write(): the first 288 bytes (image header + segment header + esp_app_desc_t) are
+//    held back and checked (magic 0xE9, this chip's id, app description magic) before anything
+//    is erased. Then the running app's PENDING_VERIFY state is dealt with on purpose (confirmed,
+//    or refused), esp_ota_begin() erases in 64 KB blocks (the whole image up front when the
+//    length is known, else one block at a time ahead of the data) and every byte is hashed and
+//    written.
+// 3. ota_core_finish(): length and SHA-256 of the received bytes, esp_ota_end() (image
+//    verification), read-back of the slot hashed against the received bytes, then (on request)
+//    esp_ota_set_boot_partition().
+// Any failure after esp_ota_begin() calls esp_ota_abort(); the boot partition never changes
+// before the last step.
+#ifndef OTA_CORE_H
+#define OTA_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "esp_err.h"
+#include "esp_ota_ops.h"
+#include "esp_partition.h"
+#include "ota_sha256.h"
+
+// Errors of the caller's input, next to ESP-IDF's own codes.
+#define OTA_ERR_BASE (0x6A00)
+#define OTA_ERR_NOT_APP_IMAGE (OTA_ERR_BASE + 1) // no 0xE9 magic, too many segments
+#define OTA_ERR_WRONG_CHIP (OTA_ERR_BASE + 2) // chip id differs from the running firmware's
+#define OTA_ERR_NOT_APP_DESC (OTA_ERR_BASE + 3) // no esp_app_desc_t: bootloader, merged bin...
+#define OTA_ERR_TOO_SHORT (OTA_ERR_BASE + 4) // fewer than OTA_CORE_HEAD bytes in all
+#define OTA_ERR_TOO_LARGE (OTA_ERR_BASE + 5) // more bytes than the partition holds
+#define OTA_ERR_NO_DATA (OTA_ERR_BASE + 6) // finish() before any byte
+#define OTA_ERR_LENGTH (OTA_ERR_BASE + 7) // received length differs from the expected one
+#define OTA_ERR_SHA (OTA_ERR_BASE + 8) // received SHA-256 differs from the expected one
+#define OTA_ERR_VERIFY (OTA_ERR_BASE + 9) // read-back SHA-256 differs from the received one
+#define OTA_ERR_NO_OTA (OTA_ERR_BASE + 10) // no spare OTA partition (or no otadata)
+#define OTA_ERR_CLOSED (OTA_ERR_BASE + 11) // the session is finished or aborted
+
+#define OTA_CORE_HEAD (288) // image header 24 + segment header 8 + esp_app_desc_t 256
+
+// Flags of ota_core_begin()
+#define OTA_CORE_CONFIRM (1) // if the running app is PENDING_VERIFY, mark it valid first
+
+typedef enum {
+    OTA_CORE_IDLE = 0,
+    OTA_CORE_WRITING, // begun; esp_ota_begin() not yet called while head_len < OTA_CORE_HEAD
+    OTA_CORE_DONE,
+    OTA_CORE_ABORTED,
+} ota_core_state_t;
+
+typedef struct {
+    const esp_partition_t *part; // where the image goes
+    const esp_partition_t *running;
+    esp_ota_handle_t handle;
+    bool handle_open; // esp_ota_begin() succeeded and neither end() nor abort() ran since
+    ota_core_state_t state;
+    uint32_t flags;
+    uint16_t chip_id; // of the running firmware
+    size_t expected_len; // 0: unknown
+    size_t received; // bytes accepted (and hashed)
+    size_t written; // bytes passed to esp_ota_write()
+    size_t erased; // bytes of the partition erased so far
+    ota_sha256_t sha;
+    uint8_t head[OTA_CORE_HEAD]; // the first bytes, checked before the first erase
+    size_t head_len;
+    uint8_t readback[OTA_SHA256_LEN]; // SHA-256 read back by the last finish() that verified
+} ota_core_t;
+
+// Start a session writing to the next update partition. expected_len 0 means unknown.
+esp_err_t ota_core_begin(ota_core_t *s, size_t expected_len, uint32_t flags);
+// Append data to the image.
+esp_err_t ota_core_write(ota_core_t *s, const uint8_t *data, size_t len);
+// Check and close the image. expect_sha may be NULL, expect_len 0: not checked. When verify is
+// set, buf (any size > 0) is used to read the slot back. set_boot makes it the boot partition.
+esp_err_t ota_core_finish(ota_core_t *s, size_t expect_len, const uint8_t *expect_sha,
+    bool verify, bool set_boot, uint8_t *buf, size_t buf_len);
+// Give up; safe to call at any time and more than once.
+void ota_core_abort(ota_core_t *s);
+// SHA-256 of the bytes received so far.
+void ota_core_sha(const ota_core_t *s, uint8_t out[OTA_SHA256_LEN]);
+// Release the hash context (after finish or abort).
+void ota_core_free(ota_core_t *s);
+
+// The text of one of the core's own errors (OTA_ERR_*), as the `ota` package words it. s may be
+// NULL; expect_len and expect_sha are the arguments of the failed finish().
+void ota_core_message(const ota_core_t *s, esp_err_t err, size_t expect_len,
+    const uint8_t *expect_sha, char *out, size_t out_len);
+
+// Checks of the first bytes of an image, for a device whose chip id is chip_id.
+esp_err_t ota_core_check_head(const uint8_t *head, size_t len, uint16_t chip_id);
+
+// Partitions and their OTA state, for the binding's module functions.
+#define OTA_CORE_RUNNING (0)
+#define OTA_CORE_BOOT (1)
+#define OTA_CORE_NEXT (2)
+const esp_partition_t *ota_core_partition(int role);
+const esp_partition_t *ota_core_find(const char *label); // an app partition, by label
+esp_err_t ota_core_state(const esp_partition_t *part, esp_ota_img_states_t *state);
+esp_err_t ota_core_describe(const esp_partition_t *part, esp_app_desc_t *desc);
+esp_err_t ota_core_set_boot(const esp_partition_t *part);
+esp_err_t ota_core_mark_valid(void);
+esp_err_t ota_core_mark_invalid_and_reboot(void);
+bool ota_core_rollback_possible(void);
+
+#endif
