@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import os
+import subprocess
 import textwrap
 import threading
 from pathlib import Path
@@ -14,7 +16,22 @@ import pytest
 from espsim import device, idf, otadata
 from mpota import images, inspect, simdev
 
-RUNTIMES = ("micropython", "cpython")
+ROOT = Path(__file__).resolve().parent.parent
+
+# The device runs as stock firmware (pure backend) under MicroPython and CPython, and with the
+# native backend under CPython (the C core through ctypes) and, when $OTA_MICROPYTHON names a
+# unix port built with usermod/ota_native, under MicroPython.
+RUNTIMES = ["micropython", "cpython", "cpython-native"]
+if os.environ.get("OTA_MICROPYTHON"):
+    RUNTIMES.append("micropython-native")
+
+
+def build_c() -> None:
+    r = subprocess.run(
+        ["make", "-s", "-C", str(ROOT / "tests" / "c")], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.fail(f"building the C core and host backend failed:\n{r.stdout}{r.stderr}")
 
 
 @functools.cache
@@ -32,6 +49,7 @@ class Sim:
     def __init__(self, path: Path, runtime: str):
         self.path = path
         self.runtime = runtime
+        self.backend = "native" if runtime.endswith("-native") else "pure"
         self.out = ""
 
     def run(self, code: str, ok: bool = True, **kw):
@@ -95,8 +113,15 @@ class Sim:
         return [otadata.Entry.unpack(raw[0:32]), otadata.Entry.unpack(raw[4096:4128])]
 
 
+@pytest.fixture(scope="session")
+def native_lib() -> None:
+    build_c()
+
+
 @pytest.fixture(params=RUNTIMES)
 def runtime(request) -> str:
+    if request.param == "cpython-native":
+        request.getfixturevalue("native_lib")
     return request.param
 
 

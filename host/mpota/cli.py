@@ -71,12 +71,12 @@ def cmd_sim_boot(a) -> int:
 
 
 def cmd_sim_run(a) -> int:
-    runtime = "cpython" if a.cpython else "micropython"
+    runtime = a.runtime
     env = simdev.env(a.flash, runtime, a.cut_after)
     if a.hosts:
         env["ESPSIM_HOSTS"] = a.hosts
-    if runtime == "micropython":
-        cmd = [simdev.micropython_bin(), "-X", f"heapsize={a.heap}"]
+    if runtime.startswith("micropython"):
+        cmd = [simdev.micropython_bin(runtime), "-X", f"heapsize={a.heap}"]
     else:
         cmd = [sys.executable]
     cmd += ["-c", a.code] if a.code else [a.script]
@@ -133,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("flash")
     s.add_argument("script", nargs="?")
     s.add_argument("-c", "--code")
-    s.add_argument("--cpython", action="store_true", help="run under CPython, not MicroPython")
+    s.add_argument(
+        "--runtime",
+        default="micropython",
+        choices=simdev.RUNTIMES,
+        help="interpreter running as the firmware (default micropython)",
+    )
     s.add_argument("--heap", default="2M", help="MicroPython heap size (default 2M)")
     s.add_argument("--cut-after", type=int, help="power cut after N flash erase/program ops")
     s.add_argument("--hosts", help="simulated LAN, e.g. nas.lan=127.0.0.1:8000")

@@ -51,12 +51,12 @@ def app_desc(
     return d + bytes(256 - len(d))
 
 
-def _image(chip: str):
+def _image(chip: str, digest: bool = True):
     cls = IMAGE_CLASSES[chip]
     img = cls()
     img.flash_mode = 2  # DIO
     img.flash_size_freq = 0x20  # 4MB, 40MHz
-    img.append_digest = True
+    img.append_digest = digest
     img.min_rev_full = 0
     img.max_rev_full = 399
     return img
@@ -70,8 +70,10 @@ def app_image(
     idf_ver: str = "v5.4.2",
     date: str = "Nov 27 2026",
     secure_version: int = 0,
+    digest: bool = True,
 ) -> bytes:
-    """A bootable app image; `size` (bytes) gives its exact length when set."""
+    """A bootable app image; `size` (bytes) gives its exact length when set; `digest=False`
+    leaves out the appended SHA-256 (hash_appended = 0)."""
     rng = random.Random(f"{project} {version} {chip}")
     rom = _image(chip).ROM_LOADER
     desc = app_desc(
@@ -93,7 +95,7 @@ def app_image(
         dram_addr, iram_addr = 0x3FC88000, 0x40380000
 
     def build(n: int) -> bytes:
-        img = _image(chip)
+        img = _image(chip, digest)
         img.entrypoint = iram_addr + 0x400
         img.segments = [
             ELFSection(b".flash.rodata", rom.DROM_MAP_START + 0x20, drom, 0),

@@ -25,8 +25,25 @@ DEVICE_PKG = REPO / "python"  # the `ota` package, as it goes on the device
 FLASH_SIZE = 4 * 1024 * 1024
 
 
-def micropython_bin() -> str:
-    """The MicroPython unix port: `micropython` next to this Python, or on PATH."""
+# The interpreters that can run as the simulated device's firmware:
+#   micropython          the MicroPython unix port from PyPI (stock firmware: no _ota)
+#   cpython              CPython (stock firmware: no _ota)
+#   cpython-native       CPython with _ota: the C core and host backend through ctypes
+#                        (build/c/libota_host.so, from `make -C tests/c`)
+#   micropython-native   a MicroPython unix port built with usermod/ota_native ($OTA_MICROPYTHON)
+RUNTIMES = ("micropython", "cpython", "cpython-native", "micropython-native")
+
+
+def micropython_bin(runtime: str = "micropython") -> str:
+    """The MicroPython unix port: `micropython` next to this Python, or on PATH; for
+    micropython-native, the build named by $OTA_MICROPYTHON."""
+    if runtime == "micropython-native":
+        path = os.environ.get("OTA_MICROPYTHON")
+        if not path or not Path(path).exists():
+            raise FileNotFoundError(
+                "set OTA_MICROPYTHON to a MicroPython unix port built with usermod/ota_native"
+            )
+        return path
     cand = Path(sys.executable).parent / "micropython"
     if cand.exists():
         return str(cand)
@@ -41,8 +58,12 @@ def micropython_bin() -> str:
 def device_path(runtime: str = "micropython", extra: list[str | Path] = ()) -> list[str]:
     """Module search path of the simulated device: its own modules (and those of its
     interpreter: mp/ for MicroPython, cp/ for CPython), espsim, the ota package."""
-    own = MODULES / ("mp" if runtime == "micropython" else "cp")
-    return [str(p) for p in (*extra, own, MODULES, SIM_ROOT, DEVICE_PKG)]
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    own = [MODULES / ("mp" if runtime.startswith("micropython") else "cp")]
+    if runtime == "cpython-native":
+        own.append(MODULES / "cpnative")
+    return [str(p) for p in (*extra, *own, MODULES, SIM_ROOT, DEVICE_PKG)]
 
 
 def create(
@@ -101,7 +122,7 @@ def env(
     if cut_after is not None:
         e["ESPSIM_CUT_AFTER"] = str(cut_after)
     p = device_path(runtime, extra_path)
-    if runtime == "micropython":
+    if runtime.startswith("micropython"):
         e["MICROPYPATH"] = os.pathsep.join(p + [".frozen"])
     else:
         e["PYTHONPATH"] = os.pathsep.join(p)
@@ -121,12 +142,10 @@ def run(
 ) -> subprocess.CompletedProcess:
     """Run `code` as the simulated device's firmware (MicroPython unix port or CPython).
     `hosts` is the simulated LAN's host table ($ESPSIM_HOSTS, see espsim/modules/hosts.py)."""
-    if runtime == "micropython":
-        cmd = [micropython_bin(), "-X", f"heapsize={heap}", "-c", code]
-    elif runtime == "cpython":
-        cmd = [sys.executable, "-c", code]
+    if runtime.startswith("micropython"):
+        cmd = [micropython_bin(runtime), "-X", f"heapsize={heap}", "-c", code]
     else:
-        raise ValueError(f"runtime must be 'micropython' or 'cpython', not {runtime!r}")
+        cmd = [sys.executable, "-c", code]
     e = env(path, runtime, cut_after, extra_path)
     if hosts:
         e["ESPSIM_HOSTS"] = hosts

@@ -145,7 +145,7 @@ class Session:
         return self.hex
 
     # All data is in: read the image back from flash and compare hashes. (The image itself is
-    # verified by esp_ota_set_boot_partition when it is made the boot partition.)
+    # verified by commit().)
     def finish(self, verify=True):
         sha = self.flush()
         try:
@@ -156,6 +156,11 @@ class Session:
         except BaseException:
             self.abort()
             raise
+
+    # esp_ota_set_boot_partition(): verifies the whole image (OSError(-5379) if it is not a
+    # valid app for this chip), then points otadata at it.
+    def commit(self):
+        self.part.set_boot()
 
     def readback_sha(self):
         h = hashlib.sha256()
@@ -182,7 +187,7 @@ class Session:
 class Backend:
     name = "pure"
 
-    def session(self, part, running, confirm):
+    def session(self, part, running, confirm, length=0):
         return Session(part, running, confirm)
 
     def state(self, part):

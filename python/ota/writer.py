@@ -79,7 +79,7 @@ class OTA:
                 "The running firmware ('%s') is not confirmed yet: it will be marked valid "
                 "before the new image is written." % running.info()[4]
             )
-        self._sess = be.session(self.part, running, confirm)
+        self._sess = be.session(self.part, running, confirm, length)
         self._sess.progress = self._on_progress
         self._line = False  # a progress line is open
 
@@ -152,7 +152,7 @@ class OTA:
         self._print("SHA256=" + sha)
         # esp_ota_set_boot_partition() checks the whole image (OSError(-5379) if invalid) and
         # only then points otadata at it.
-        self.part.set_boot()
+        s.commit()
         name = self.part.info()[4]
         self._print("OTA Partition '%s' updated successfully." % name)
         self._print("Micropython will be loaded from '%s' on next hard reboot." % name)

@@ -24,7 +24,8 @@ class PowerCut(BaseException):
 class Flash:
     def __init__(self, path, cut_after=None):
         self.path = path
-        self.f = open(path, "r+b")
+        # Unbuffered: the C host backend may share this file within the same process.
+        self.f = open(path, "r+b", buffering=0)
         self.f.seek(0, 2)
         self.size = self.f.tell()
         self.counts = {}

@@ -1,0 +1,249 @@
+"""`_ota` for device code run under CPython in the simulator.
+
+The same C core (usermod/ota_native/ota_core.c) and host backend that the MicroPython unix port
+links, built as build/c/libota_host.so (`make -C tests/c`, which `make test` runs), driven
+through ctypes with the API of the MicroPython binding (usermod/ota_native/modota.c). Error
+texts come from the core (ota_core_message), as in the binding. Set $OTA_HOST_LIB to use another
+build. Without the library, `import _ota` fails as it does on stock firmware.
+"""
+
+import ctypes
+import errno
+import os
+from pathlib import Path
+
+_LIB = os.environ.get("OTA_HOST_LIB") or str(
+    Path(__file__).resolve().parents[4] / "build" / "c" / "libota_host.so"
+)
+if not os.path.exists(_LIB):
+    raise ImportError(f"no module named '_ota' ({_LIB} is not built: make -C tests/c)")
+
+_lib = ctypes.CDLL(_LIB)
+_p = ctypes.c_void_p
+_sz = ctypes.c_size_t
+for _name, _res, _args in (
+    ("ota_core_begin", ctypes.c_int, [_p, _sz, ctypes.c_uint32]),
+    ("ota_core_write", ctypes.c_int, [_p, _p, _sz]),
+    ("ota_core_finish", ctypes.c_int, [_p, _sz, _p, ctypes.c_bool, ctypes.c_bool, _p, _sz]),
+    ("ota_core_abort", None, [_p]),
+    ("ota_core_free", None, [_p]),
+    ("ota_core_sha", None, [_p, _p]),
+    ("ota_core_message", None, [_p, ctypes.c_int, _sz, _p, _p, _sz]),
+    ("ota_core_partition", _p, [ctypes.c_int]),
+    ("ota_core_find", _p, [ctypes.c_char_p]),
+    ("ota_core_state", ctypes.c_int, [_p, ctypes.POINTER(ctypes.c_uint32)]),
+    ("ota_core_describe", ctypes.c_int, [_p, _p]),
+    ("ota_core_set_boot", ctypes.c_int, [_p]),
+    ("ota_core_mark_valid", ctypes.c_int, []),
+    ("ota_core_mark_invalid_and_reboot", ctypes.c_int, []),
+    ("ota_core_rollback_possible", ctypes.c_bool, []),
+    ("esp_err_to_name", ctypes.c_char_p, [ctypes.c_int]),
+    ("ota_host_counts", ctypes.POINTER(ctypes.c_uint32 * 6), []),
+    ("ota_ffi_core_size", _sz, []),
+    ("ota_ffi_received", _sz, [_p]),
+    ("ota_ffi_head", _sz, [_p, ctypes.POINTER(_p)]),
+    ("ota_ffi_target", ctypes.c_char_p, [_p]),
+    ("ota_ffi_label", ctypes.c_char_p, [_p]),
+):
+    _f = getattr(_lib, _name)
+    _f.restype, _f.argtypes = _res, _args
+
+BUFFER_SIZE = 4096  # OTA_BUFFER_SIZE
+PROGRESS_STEP = 65536  # OTA_PROGRESS_STEP
+_ERR_BASE = 0x6A00
+_ERR_NO_OTA = _ERR_BASE + 10
+_ESP_ERR_NO_MEM, _ESP_ERR_TIMEOUT, _ESP_ERR_NOT_SUPPORTED = 0x101, 0x107, 0x106
+_ESP_ERR_NOT_FOUND = 0x105
+
+
+def _raise(err, upd=None):
+    # As ota_raise() in modota.c.
+    if _ERR_BASE <= err < _ERR_BASE + 0x100:
+        out = ctypes.create_string_buffer(320)
+        core = upd._core if upd else None
+        _lib.ota_core_message(
+            core,
+            err,
+            upd._expect_len if upd else 0,
+            upd._expect_sha if upd else None,
+            out,
+            len(out),
+        )
+        msg = out.value.decode()
+        if err == _ERR_NO_OTA:
+            raise OSError(errno.ENOENT, msg)
+        raise ValueError(msg)
+    code = {
+        _ESP_ERR_NO_MEM: errno.ENOMEM,
+        _ESP_ERR_TIMEOUT: errno.ETIMEDOUT,
+        _ESP_ERR_NOT_SUPPORTED: errno.EOPNOTSUPP,
+    }.get(err, -err)
+    raise OSError(code, _lib.esp_err_to_name(err).decode())
+
+
+def _check(err, upd=None):
+    if err:
+        _raise(err, upd)
+
+
+class Update:
+    def __init__(self, length=0, confirm=False, progress=None):
+        if length < 0:
+            raise ValueError("length must be >= 0")
+        self._core = ctypes.create_string_buffer(_lib.ota_ffi_core_size())
+        self._buf = ctypes.create_string_buffer(BUFFER_SIZE)
+        self._expect_sha = ctypes.create_string_buffer(32)
+        self._expect_len = 0
+        self._progress = progress
+        self._reported = 0
+        self._freed = False
+        _check(_lib.ota_core_begin(self._core, length, 1 if confirm else 0), self)
+
+    def _feed(self, data, n):
+        _check(_lib.ota_core_write(self._core, data, n), self)
+        received = self.nbytes
+        if self._progress is not None and received - self._reported >= PROGRESS_STEP:
+            self._reported = received
+            self._progress(received)
+
+    def write(self, buf):
+        data = bytes(memoryview(buf).cast("B"))
+        self._feed(data, len(data))
+        return len(data)
+
+    def write_from(self, stream, limit=-1):
+        view = memoryview(self._buf)
+        total = 0
+        try:
+            while limit < 0 or total < limit:
+                want = BUFFER_SIZE if limit < 0 else min(BUFFER_SIZE, limit - total)
+                n = stream.readinto(view[:want])
+                if n is None:
+                    continue
+                if n == 0:
+                    break
+                self._feed(self._buf, n)
+                total += n
+        except BaseException:
+            _lib.ota_core_abort(self._core)
+            raise
+        return total
+
+    def finish(self, sha=None, length=0, verify=True, set_boot=False):
+        expect = None
+        if sha is not None:
+            sha = bytes(sha)
+            if len(sha) != 32:
+                raise ValueError("sha must be the 32 bytes of a SHA-256")
+            ctypes.memmove(self._expect_sha, sha, 32)
+            expect = self._expect_sha
+        if length < 0:
+            raise ValueError("length must be >= 0")
+        self._expect_len = length
+        _check(
+            _lib.ota_core_finish(
+                self._core, length, expect, verify, set_boot, self._buf, BUFFER_SIZE
+            ),
+            self,
+        )
+
+    def abort(self):
+        _lib.ota_core_abort(self._core)
+
+    def sha(self):
+        out = ctypes.create_string_buffer(32)
+        _lib.ota_core_sha(self._core, out)
+        return out.raw
+
+    @property
+    def nbytes(self):
+        return _lib.ota_ffi_received(self._core)
+
+    @property
+    def partition(self):
+        t = _lib.ota_ffi_target(self._core)
+        return t.decode() if t else None
+
+    @property
+    def head(self):
+        p = _p()
+        n = _lib.ota_ffi_head(self._core, ctypes.byref(p))
+        return ctypes.string_at(p, n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.abort()
+
+    def __del__(self):
+        if not self._freed:
+            self._freed = True
+            _lib.ota_core_abort(self._core)
+            _lib.ota_core_free(self._core)
+
+
+def _label(p):
+    return _lib.ota_ffi_label(p).decode() if p else None
+
+
+def _find(label):
+    p = _lib.ota_core_find(label.encode())
+    if not p:
+        raise OSError(errno.ENOENT)
+    return p
+
+
+def running():
+    return _label(_lib.ota_core_partition(0))
+
+
+def boot():
+    return _label(_lib.ota_core_partition(1))
+
+
+def next_update():
+    return _label(_lib.ota_core_partition(2))
+
+
+def state(label):
+    st = ctypes.c_uint32()
+    err = _lib.ota_core_state(_find(label), ctypes.byref(st))
+    if err in (_ESP_ERR_NOT_FOUND, _ESP_ERR_NOT_SUPPORTED):
+        return None
+    _check(err)
+    return st.value
+
+
+def describe(label):
+    d = ctypes.create_string_buffer(256)
+    err = _lib.ota_core_describe(_find(label), d)
+    if err == _ESP_ERR_NOT_FOUND:
+        return None
+    _check(err)
+
+    def s(a, n):
+        return d.raw[a : a + n].split(b"\0")[0].decode()
+
+    return (s(16, 32), s(48, 32), s(96, 16), s(80, 16), s(112, 32))
+
+
+def set_boot(label):
+    _check(_lib.ota_core_set_boot(_find(label)))
+
+
+def mark_valid():
+    _check(_lib.ota_core_mark_valid())
+
+
+def mark_invalid_and_reboot():
+    _check(_lib.ota_core_mark_invalid_and_reboot())
+
+
+def rollback_possible():
+    return bool(_lib.ota_core_rollback_possible())
+
+
+def flash_counts():
+    # Host builds only, as in modota.c: the simulated flash's operation counters.
+    return tuple(_lib.ota_host_counts().contents)
