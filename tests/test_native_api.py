@@ -25,6 +25,14 @@ def nsim(request, tmp_path) -> Sim:
     return sim
 
 
+INSTALL_SMALL = """
+import _ota
+u = _ota.Update()
+u.write(open("small.bin", "rb").read())
+u.finish(set_boot=True)
+"""
+
+
 def run(sim, code, ok=True):
     return sim.run(code, ok=ok, cwd=sim.cwd)
 
@@ -231,15 +239,7 @@ print(_ota.boot())
 
 
 def test_pending_verify_needs_confirm(nsim, tmp_path):
-    run(
-        nsim,
-        """
-import _ota
-u = _ota.Update()
-u.write(open("small.bin", "rb").read())
-u.finish(set_boot=True)
-""",
-    )
+    run(nsim, INSTALL_SMALL)
     nsim.power_on()
     assert nsim.running() == "ota_1" and nsim.state("ota_1") == otadata.PENDING_VERIFY
     before = nsim.flash()
@@ -268,15 +268,7 @@ print(_ota.state("ota_1"), _ota.boot())
 
 
 def test_mark_invalid_and_reboot(nsim):
-    run(
-        nsim,
-        """
-import _ota
-u = _ota.Update()
-u.write(open("small.bin", "rb").read())
-u.finish(set_boot=True)
-""",
-    )
+    run(nsim, INSTALL_SMALL)
     nsim.power_on()
     assert nsim.running() == "ota_1"
     r = run(nsim, "import _ota\n_ota.mark_invalid_and_reboot()\nprint('not reached')")
