@@ -546,6 +546,96 @@ static void test_power_cut_seed_image_sampled(void) {
     power_cuts("new.bin", 97);
 }
 
+// Finish an update from `offset` on, in a new session, as after a dropped connection or a reboot.
+static esp_err_t resume(blob_t img, size_t offset, size_t expected) {
+    ota_core_t s;
+    esp_err_t err = ota_core_begin_at(&s, expected, OTA_CORE_CONFIRM, offset, buf, sizeof(buf));
+    if (err == ESP_OK) {
+        err = ota_core_write(&s, img.data + offset, img.len - offset);
+    }
+    if (err == ESP_OK) {
+        uint8_t want[32];
+        sha256(img.data, img.len, want);
+        err = ota_core_finish(&s, expected, want, true, true, buf, sizeof(buf));
+    }
+    ota_core_free(&s);
+    return err;
+}
+
+static void test_resume_after_a_dropped_connection(void) {
+    blob_t img = fixture("new.bin");
+    size_t stops[] = {4096, 0x5000, 300000, BLOCK * 7, img.len - 100};
+    for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++) {
+        fresh_device();
+        ota_core_t s;
+        CHECK_EQ(ota_core_begin(&s, 0, 0), ESP_OK);
+        CHECK_EQ(ota_core_write(&s, img.data, stops[i]), ESP_OK);
+        ota_core_abort(&s); // the connection dropped
+        ota_core_free(&s);
+        size_t at = stops[i] / 4096 * 4096;
+        ota_host_reset_counts();
+        CHECK_EQ(resume(img, at, img.len), ESP_OK);
+        CHECK(slot_holds("ota_1", img));
+        CHECK(strcmp(boot_label(), "ota_1") == 0);
+        // Sectors up to the next 64 KB boundary, then blocks.
+        const ota_host_counts_t *c = ota_host_counts();
+        size_t to_block = (BLOCK - at % BLOCK) % BLOCK;
+        CHECK_EQ(c->erase_4k, to_block / 4096 + 1); // + the otadata sector of set_boot
+        CHECK_EQ(c->erase_64k, (img.len + BLOCK - 1) / BLOCK - (at + BLOCK - 1) / BLOCK);
+    }
+    free(img.data);
+}
+
+// A power cut mid-update, then a new session from the last 4 KB boundary known written: the
+// half-done operation at the cut is erased again and the image completes.
+static void test_resume_after_a_power_cut(void) {
+    blob_t img = fixture("small.bin");
+    long cuts[] = {3, 40, 200, 400};
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        fresh_device();
+        ota_host_cut_after(cuts[i]);
+        ota_core_t s;
+        CHECK_EQ(ota_core_begin(&s, 0, 0), ESP_OK);
+        esp_err_t err = ESP_OK;
+        size_t done = 0;
+        for (size_t pos = 0; err == ESP_OK && pos < img.len; pos += 4096) {
+            size_t n = img.len - pos < 4096 ? img.len - pos : 4096;
+            err = ota_core_write(&s, img.data + pos, n);
+            if (err == ESP_OK) {
+                done = pos + n;
+            }
+        }
+        CHECK_EQ(err, ESP_ERR_FLASH_OP_FAIL);
+        ota_core_free(&s);
+        ota_host_cut_after(-1);
+        CHECK_EQ(ota_host_open(work), ESP_OK);
+        size_t at = done / 4096 * 4096;
+        CHECK_EQ(resume(img, at < 4096 ? 0 : at, img.len), ESP_OK);
+        CHECK(slot_holds("ota_1", img));
+    }
+    free(img.data);
+}
+
+static void test_resume_checks(void) {
+    blob_t img = fixture("small.bin"), other = fixture("new.bin");
+    fresh_device();
+    ota_core_t s;
+    CHECK_EQ(ota_core_begin_at(&s, 0, 0, 4097, buf, sizeof(buf)), ESP_ERR_INVALID_ARG);
+    ota_core_free(&s);
+    CHECK_EQ(ota_core_begin_at(&s, 8192, 0, 12288, buf, sizeof(buf)), ESP_ERR_INVALID_ARG);
+    ota_core_free(&s);
+    // Nothing of ours in the slot: its first bytes are no app image.
+    CHECK_EQ(ota_core_begin_at(&s, 0, 0, 8192, buf, sizeof(buf)), OTA_ERR_NOT_APP_IMAGE);
+    ota_core_free(&s);
+    // The slot holds the start of another image: the final SHA-256 catches it.
+    CHECK_EQ(update(other, 0, 4096, false), ESP_OK);
+    CHECK(strcmp(boot_label(), "ota_0") == 0);
+    CHECK_EQ(resume(img, 65536, 0), OTA_ERR_SHA);
+    CHECK(strcmp(boot_label(), "ota_0") == 0);
+    free(img.data);
+    free(other.data);
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -566,6 +656,9 @@ static const struct {
     T(test_esp_ota_semantics),
     T(test_mark_invalid_and_reboot),
     T(test_power_cut_at_every_operation),
+    T(test_resume_after_a_dropped_connection),
+    T(test_resume_after_a_power_cut),
+    T(test_resume_checks),
     T(test_power_cut_seed_image_sampled),
 #undef T
 };

@@ -7,6 +7,7 @@ target_sources(usermod_ota_native INTERFACE
     ${CMAKE_CURRENT_LIST_DIR}/modota.c
     ${CMAKE_CURRENT_LIST_DIR}/ota_core.c
     ${CMAKE_CURRENT_LIST_DIR}/ota_sha256.c
+    ${CMAKE_CURRENT_LIST_DIR}/ota_sig.c
 )
 
 target_include_directories(usermod_ota_native INTERFACE

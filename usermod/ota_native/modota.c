@@ -2,7 +2,9 @@
 // arguments to C, buffers and streams to calls into the core, esp_err_t to exceptions (in
 // ota_raise(), the one place that does it), and it releases the GIL around flash work.
 //
-//   _ota.Update(length=0, confirm=False, progress=None)    an update of the next OTA partition
+//   _ota.Update(length=0, confirm=False, progress=None, offset=0)
+//                                      an update of the next OTA partition (offset: resume one
+//                                      whose first bytes are already written)
 //       .write(buf) -> int            any bytes-like object
 //       .write_from(stream, limit=-1) -> int    pumps stream.readinto() through the object's
 //                                      own buffer, in C
@@ -14,6 +16,7 @@
 //   _ota.state(label) -> int or None   esp_ota_get_state_partition()
 //   _ota.describe(label) -> (version, project, date, time, idf_ver) or None
 //   _ota.set_boot(label), mark_valid(), mark_invalid_and_reboot(), rollback_possible()
+//   _ota.verify_signature(key, digest, signature) -> bool     ECDSA P-256 (mbedtls)
 //   _ota.flash_counts() -> (erase_4k, erase_64k, program_pages, program_bytes, read_ops,
 //                           read_bytes)        host builds only (the simulated flash)
 
@@ -25,6 +28,7 @@
 
 #include "ota_config.h"
 #include "ota_core.h"
+#include "ota_sig.h"
 #if OTA_HOST_BACKEND
 #include "ota_host.h"
 #endif
@@ -98,25 +102,28 @@ extern const mp_obj_type_t ota_update_type;
 
 static mp_obj_t ota_update_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw,
     const mp_obj_t *all_args) {
-    enum { ARG_length, ARG_confirm, ARG_progress };
+    enum { ARG_length, ARG_confirm, ARG_progress, ARG_offset };
     static const mp_arg_t allowed_args[] = {
         { MP_QSTR_length, MP_ARG_INT, {.u_int = 0} },
         { MP_QSTR_confirm, MP_ARG_BOOL, {.u_bool = false} },
         { MP_QSTR_progress, MP_ARG_OBJ, {.u_rom_obj = MP_ROM_NONE} },
+        { MP_QSTR_offset, MP_ARG_INT, {.u_int = 0} },
     };
     mp_arg_val_t args[MP_ARRAY_SIZE(allowed_args)];
     mp_arg_parse_all_kw_array(n_args, n_kw, all_args, MP_ARRAY_SIZE(allowed_args), allowed_args,
         args);
-    if (args[ARG_length].u_int < 0) {
-        mp_raise_ValueError(MP_ERROR_TEXT("length must be >= 0"));
+    if (args[ARG_length].u_int < 0 || args[ARG_offset].u_int < 0) {
+        mp_raise_ValueError(MP_ERROR_TEXT("length and offset must be >= 0"));
     }
     ota_update_obj_t *self = mp_obj_malloc_with_finaliser(ota_update_obj_t, type);
     self->progress = args[ARG_progress].u_obj;
     self->reported = 0;
     self->expect_len = 0;
     MP_THREAD_GIL_EXIT();
-    esp_err_t err = ota_core_begin(&self->core, args[ARG_length].u_int,
-        args[ARG_confirm].u_bool ? OTA_CORE_CONFIRM : 0);
+    esp_err_t err = ota_core_begin_at(&self->core, args[ARG_length].u_int,
+        args[ARG_confirm].u_bool ? OTA_CORE_CONFIRM : 0, args[ARG_offset].u_int, self->buf,
+        OTA_BUFFER_SIZE);
+    self->reported = self->core.received;
     MP_THREAD_GIL_ENTER();
     ota_check(err, self);
     return MP_OBJ_FROM_PTR(self);
@@ -385,6 +392,25 @@ static mp_obj_t ota_rollback_possible(void) {
 }
 static MP_DEFINE_CONST_FUN_OBJ_0(ota_rollback_possible_obj, ota_rollback_possible);
 
+// verify_signature(key, digest, signature) -> bool: ECDSA P-256, key as DER
+// SubjectPublicKeyInfo, digest the 32 bytes of a SHA-256, signature DER.
+static mp_obj_t ota_verify_signature(mp_obj_t key_in, mp_obj_t digest_in, mp_obj_t sig_in) {
+    mp_buffer_info_t key, digest, sig;
+    mp_get_buffer_raise(key_in, &key, MP_BUFFER_READ);
+    mp_get_buffer_raise(digest_in, &digest, MP_BUFFER_READ);
+    mp_get_buffer_raise(sig_in, &sig, MP_BUFFER_READ);
+    if (digest.len != OTA_SHA256_LEN) {
+        mp_raise_ValueError(MP_ERROR_TEXT("digest must be the 32 bytes of a SHA-256"));
+    }
+    esp_err_t err = ota_sig_verify(key.buf, key.len, digest.buf, sig.buf, sig.len);
+    if (err == OTA_ERR_SIGNATURE) {
+        return mp_const_false;
+    }
+    ota_check(err, NULL);
+    return mp_const_true;
+}
+static MP_DEFINE_CONST_FUN_OBJ_3(ota_verify_signature_obj, ota_verify_signature);
+
 #if OTA_HOST_BACKEND
 // Host builds only: the simulated flash's operation counters, for tests and benchmarks.
 static mp_obj_t ota_flash_counts(void) {
@@ -411,6 +437,7 @@ static const mp_rom_map_elem_t ota_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR_mark_valid), MP_ROM_PTR(&ota_mark_valid_obj) },
     { MP_ROM_QSTR(MP_QSTR_mark_invalid_and_reboot), MP_ROM_PTR(&ota_mark_invalid_and_reboot_obj) },
     { MP_ROM_QSTR(MP_QSTR_rollback_possible), MP_ROM_PTR(&ota_rollback_possible_obj) },
+    { MP_ROM_QSTR(MP_QSTR_verify_signature), MP_ROM_PTR(&ota_verify_signature_obj) },
     { MP_ROM_QSTR(MP_QSTR_BUFFER_SIZE), MP_ROM_INT(OTA_BUFFER_SIZE) },
     { MP_ROM_QSTR(MP_QSTR_PROGRESS_STEP), MP_ROM_INT(OTA_PROGRESS_STEP) },
     #if OTA_HOST_BACKEND

@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "esp_app_format.h"
+#include "esp_idf_version.h"
 #include "esp_ota_ops.h"
 #include "ota_config.h"
 #include "ota_core.h"
@@ -8,6 +9,13 @@
 #define SECTOR (4096)
 #define ALIGN_UP(n, a) (((n) + (a) - 1) / (a) * (a))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+// esp_ota_resume() arrived in ESP-IDF v5.3.3, v5.4.2 and v5.5.
+#define OTA_HAVE_RESUME (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 5, 0) \
+    || (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 4, 2) \
+    && ESP_IDF_VERSION < ESP_IDF_VERSION_VAL(5, 5, 0)) \
+    || (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 3, 3) \
+    && ESP_IDF_VERSION < ESP_IDF_VERSION_VAL(5, 4, 0)))
 
 static esp_err_t fail(ota_core_t *s, esp_err_t err) {
     ota_core_abort(s);
@@ -130,6 +138,13 @@ void ota_core_message(const ota_core_t *s, esp_err_t err, size_t expect_len,
         case OTA_ERR_CLOSED:
             snprintf(out, out_len, "This OTA update was aborted.");
             break;
+        case OTA_ERR_KEY:
+            snprintf(out, out_len, "public key must be an ECDSA P-256 key "
+                "(SubjectPublicKeyInfo)");
+            break;
+        case OTA_ERR_SIGNATURE:
+            snprintf(out, out_len, "The signature does not verify.");
+            break;
         default:
             snprintf(out, out_len, "OTA error 0x%x.", (unsigned)err);
             break;
@@ -168,10 +183,45 @@ esp_err_t ota_core_begin(ota_core_t *s, size_t expected_len, uint32_t flags) {
     return ESP_OK;
 }
 
-// Erase the partition up to `end` (bytes), in 64 KB blocks.
+esp_err_t ota_core_begin_at(ota_core_t *s, size_t expected_len, uint32_t flags, size_t offset,
+    uint8_t *buf, size_t buf_len) {
+    esp_err_t err = ota_core_begin(s, expected_len, flags);
+    if (err != ESP_OK || offset == 0) {
+        return err;
+    }
+    #if !OTA_HAVE_RESUME
+    (void)buf;
+    (void)buf_len;
+    return fail(s, ESP_ERR_NOT_SUPPORTED);
+    #else
+    if (offset % SECTOR || offset > s->part->size || (expected_len && offset > expected_len)
+        || offset < OTA_CORE_HEAD || buf == NULL || buf_len == 0) {
+        return fail(s, ESP_ERR_INVALID_ARG);
+    }
+    for (size_t pos = 0; pos < offset; pos += buf_len) {
+        size_t n = MIN(buf_len, offset - pos);
+        err = esp_partition_read(s->part, pos, buf, n);
+        if (err != ESP_OK) {
+            return fail(s, err);
+        }
+        if (pos < OTA_CORE_HEAD) {
+            memcpy(s->head + pos, buf, MIN(n, OTA_CORE_HEAD - pos));
+        }
+        ota_sha256_update(&s->sha, buf, n);
+    }
+    s->head_len = OTA_CORE_HEAD;
+    s->received = s->written = s->erased = s->resume_at = offset;
+    err = ota_core_check_head(s->head, s->head_len, s->chip_id);
+    return err == ESP_OK ? ESP_OK : fail(s, err);
+    #endif
+}
+
+// Erase the partition up to `end` (bytes), in 64 KB blocks (after a resume, sectors up to the
+// first block boundary).
 static esp_err_t erase_to(ota_core_t *s, size_t end) {
     while (s->erased < end) {
-        size_t n = MIN((size_t)OTA_ERASE_BLOCK, s->part->size - s->erased);
+        size_t n = OTA_ERASE_BLOCK - s->erased % OTA_ERASE_BLOCK;
+        n = MIN(n, s->part->size - s->erased);
         esp_err_t err = esp_partition_erase_range(s->part, s->erased, n);
         if (err != ESP_OK) {
             return err;
@@ -200,6 +250,16 @@ static esp_err_t start(ota_core_t *s) {
             return err;
         }
     }
+    #if OTA_HAVE_RESUME
+    if (s->resume_at) {
+        // Nothing is erased up front: erase_to() clears the partition from the resume offset on,
+        // including whatever an interrupted write left half done there.
+        s->handle = 0;
+        err = esp_ota_resume(s->part, 0, s->resume_at, &s->handle);
+        s->handle_open = err == ESP_OK;
+        return err;
+    }
+    #endif
     // esp_ota_begin() erases the size it is given (rounded up to 4 KB): the whole image rounded
     // up to 64 KB blocks when the length is known, else the first block.
     size_t first = s->expected_len ? ALIGN_UP(s->expected_len, (size_t)OTA_ERASE_BLOCK)
@@ -283,6 +343,12 @@ esp_err_t ota_core_finish(ota_core_t *s, size_t expect_len, const uint8_t *expec
     bool verify, bool set_boot, uint8_t *buf, size_t buf_len) {
     if (s->state != OTA_CORE_WRITING) {
         return OTA_ERR_CLOSED;
+    }
+    if (!s->handle_open && s->resume_at) {
+        esp_err_t err = start(s); // resumed with nothing left to write
+        if (err != ESP_OK) {
+            return fail(s, err);
+        }
     }
     if (!s->handle_open) {
         // Fewer than OTA_CORE_HEAD bytes arrived: nothing was erased or written.

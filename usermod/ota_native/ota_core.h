@@ -38,6 +38,8 @@
 #define OTA_ERR_VERIFY (OTA_ERR_BASE + 9) // read-back SHA-256 differs from the received one
 #define OTA_ERR_NO_OTA (OTA_ERR_BASE + 10) // no spare OTA partition (or no otadata)
 #define OTA_ERR_CLOSED (OTA_ERR_BASE + 11) // the session is finished or aborted
+#define OTA_ERR_KEY (OTA_ERR_BASE + 12) // not an ECDSA P-256 public key
+#define OTA_ERR_SIGNATURE (OTA_ERR_BASE + 13) // a signature that does not verify
 
 #define OTA_CORE_HEAD (288) // image header 24 + segment header 8 + esp_app_desc_t 256
 
@@ -63,6 +65,7 @@ typedef struct {
     size_t received; // bytes accepted (and hashed)
     size_t written; // bytes passed to esp_ota_write()
     size_t erased; // bytes of the partition erased so far
+    size_t resume_at; // begun at this offset: the bytes before it were written earlier
     ota_sha256_t sha;
     uint8_t head[OTA_CORE_HEAD]; // the first bytes, checked before the first erase
     size_t head_len;
@@ -71,6 +74,12 @@ typedef struct {
 
 // Start a session writing to the next update partition. expected_len 0 means unknown.
 esp_err_t ota_core_begin(ota_core_t *s, size_t expected_len, uint32_t flags);
+// Resume an interrupted update: the partition already holds the image's first `offset` bytes
+// (a multiple of 4 KB). They are read back and hashed (with buf as scratch) so that the final
+// SHA-256 still covers every byte, and writing goes on from there through esp_ota_resume()
+// (ESP-IDF v5.3.3, v5.4.2, v5.5 and later; ESP_ERR_NOT_SUPPORTED on older versions).
+esp_err_t ota_core_begin_at(ota_core_t *s, size_t expected_len, uint32_t flags, size_t offset,
+    uint8_t *buf, size_t buf_len);
 // Append data to the image.
 esp_err_t ota_core_write(ota_core_t *s, const uint8_t *data, size_t len);
 // Check and close the image. expect_sha may be NULL, expect_len 0: not checked. When verify is

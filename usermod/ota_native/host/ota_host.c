@@ -783,6 +783,41 @@ esp_err_t esp_ota_begin(const esp_partition_t *partition, size_t image_size,
     return ESP_OK;
 }
 
+// esp_ota_resume() (ESP-IDF v5.3.3, v5.4.2, v5.5): no erase, no PENDING_VERIFY check, no
+// otadata invalidation; writing goes on at image_offset.
+esp_err_t esp_ota_resume(const esp_partition_t *partition, const size_t erase_size,
+    const size_t image_offset, esp_ota_handle_t *out_handle) {
+    if (partition == NULL || out_handle == NULL || image_offset > partition->size) {
+        return ESP_ERR_INVALID_ARG;
+    }
+    partition = esp_partition_verify(partition);
+    if (partition == NULL) {
+        return ESP_ERR_NOT_FOUND;
+    }
+    if (partition->type == ESP_PARTITION_TYPE_APP && !is_ota(partition)) {
+        return ESP_ERR_INVALID_ARG;
+    }
+    if (partition == esp_ota_get_running_partition()) {
+        return ESP_ERR_OTA_PARTITION_CONFLICT;
+    }
+    ota_entry_t *e = NULL;
+    for (int i = 0; i < MAX_HANDLES && e == NULL; i++) {
+        if (h.entries[i].handle == 0) {
+            e = &h.entries[i];
+        }
+    }
+    if (e == NULL) {
+        return ESP_ERR_NO_MEM;
+    }
+    memset(e, 0, sizeof(*e));
+    e->handle = ++h.last_handle;
+    e->part = partition;
+    e->wrote_size = image_offset;
+    e->need_erase = erase_size == OTA_WITH_SEQUENTIAL_WRITES;
+    *out_handle = e->handle;
+    return ESP_OK;
+}
+
 esp_err_t esp_ota_write(esp_ota_handle_t handle, const void *data, size_t size) {
     const uint8_t *bytes = data;
     if (data == NULL) {

@@ -22,7 +22,7 @@ _lib = ctypes.CDLL(_LIB)
 _p = ctypes.c_void_p
 _sz = ctypes.c_size_t
 for _name, _res, _args in (
-    ("ota_core_begin", ctypes.c_int, [_p, _sz, ctypes.c_uint32]),
+    ("ota_core_begin_at", ctypes.c_int, [_p, _sz, ctypes.c_uint32, _sz, _p, _sz]),
     ("ota_core_write", ctypes.c_int, [_p, _p, _sz]),
     ("ota_core_finish", ctypes.c_int, [_p, _sz, _p, ctypes.c_bool, ctypes.c_bool, _p, _sz]),
     ("ota_core_abort", None, [_p]),
@@ -37,6 +37,7 @@ for _name, _res, _args in (
     ("ota_core_mark_valid", ctypes.c_int, []),
     ("ota_core_mark_invalid_and_reboot", ctypes.c_int, []),
     ("ota_core_rollback_possible", ctypes.c_bool, []),
+    ("ota_sig_verify", ctypes.c_int, [_p, _sz, _p, _p, _sz]),
     ("esp_err_to_name", ctypes.c_char_p, [ctypes.c_int]),
     ("ota_host_counts", ctypes.POINTER(ctypes.c_uint32 * 6), []),
     ("ota_ffi_core_size", _sz, []),
@@ -87,9 +88,9 @@ def _check(err, upd=None):
 
 
 class Update:
-    def __init__(self, length=0, confirm=False, progress=None):
-        if length < 0:
-            raise ValueError("length must be >= 0")
+    def __init__(self, length=0, confirm=False, progress=None, offset=0):
+        if length < 0 or offset < 0:
+            raise ValueError("length and offset must be >= 0")
         self._core = ctypes.create_string_buffer(_lib.ota_ffi_core_size())
         self._buf = ctypes.create_string_buffer(BUFFER_SIZE)
         self._expect_sha = ctypes.create_string_buffer(32)
@@ -97,7 +98,11 @@ class Update:
         self._progress = progress
         self._reported = 0
         self._freed = False
-        _check(_lib.ota_core_begin(self._core, length, 1 if confirm else 0), self)
+        err = _lib.ota_core_begin_at(
+            self._core, length, 1 if confirm else 0, offset, self._buf, BUFFER_SIZE
+        )
+        self._reported = self.nbytes
+        _check(err, self)
 
     def _feed(self, data, n):
         _check(_lib.ota_core_write(self._core, data, n), self)
@@ -112,7 +117,7 @@ class Update:
         return len(data)
 
     def write_from(self, stream, limit=-1):
-        view = memoryview(self._buf)
+        view = memoryview(self._buf).cast("B")
         total = 0
         try:
             while limit < 0 or total < limit:
@@ -242,6 +247,17 @@ def mark_invalid_and_reboot():
 
 def rollback_possible():
     return bool(_lib.ota_core_rollback_possible())
+
+
+def verify_signature(key, digest, signature):
+    key, digest, signature = bytes(key), bytes(digest), bytes(signature)
+    if len(digest) != 32:
+        raise ValueError("digest must be the 32 bytes of a SHA-256")
+    err = _lib.ota_sig_verify(key, len(key), digest, signature, len(signature))
+    if err == _ERR_BASE + 13:  # OTA_ERR_SIGNATURE
+        return False
+    _check(err)
+    return True
 
 
 def flash_counts():

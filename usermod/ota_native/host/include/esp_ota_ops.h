@@ -34,6 +34,8 @@ typedef enum {
 
 esp_err_t esp_ota_begin(const esp_partition_t *partition, size_t image_size,
     esp_ota_handle_t *out_handle);
+esp_err_t esp_ota_resume(const esp_partition_t *partition, const size_t erase_size,
+    const size_t image_offset, esp_ota_handle_t *out_handle);
 esp_err_t esp_ota_write(esp_ota_handle_t handle, const void *data, size_t size);
 esp_err_t esp_ota_end(esp_ota_handle_t handle);
 esp_err_t esp_ota_abort(esp_ota_handle_t handle);
