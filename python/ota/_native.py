@@ -6,11 +6,11 @@ import binascii
 
 
 class Session:
-    def __init__(self, ota, part, confirm, length):
+    def __init__(self, ota, part, confirm, length, start):
         self.part = part
         self.progress = None
         self._ota = ota
-        self._u = ota.Update(length=length, confirm=confirm, progress=self._tick)
+        self._u = ota.Update(length=length, confirm=confirm, progress=self._tick, offset=start)
 
     def _tick(self, n):
         if self.progress:
@@ -18,6 +18,11 @@ class Session:
 
     @property
     def nbytes(self):
+        return self._u.nbytes
+
+    # Every byte the core accepted went to esp_ota_write() right away.
+    @property
+    def flashed(self):
         return self._u.nbytes
 
     def write(self, data):
@@ -54,8 +59,8 @@ class Backend:
     def __init__(self, ota):
         self._ota = ota
 
-    def session(self, part, running, confirm, length=0):
-        return Session(self._ota, part, confirm, length)
+    def session(self, part, running, confirm, length=0, start=0):
+        return Session(self._ota, part, confirm, length, start)
 
     def state(self, part):
         return self._ota.state(part.info()[4])

@@ -34,12 +34,13 @@ def chunk_size():
 
 
 class Session:
-    def __init__(self, part, running, confirm, chunk=0):
+    def __init__(self, part, running, confirm, start=0, chunk=0):
         self.part = part
         self.size = part.info()[3]
         self.chip = _image.running_chip(running)
         self.confirm = confirm  # mark the running app valid before the first erase
         self.buf = memoryview(bytearray(chunk or chunk_size()))
+        self.cap = len(self.buf)  # bytes to collect before the next flush
         self.fill = 0  # bytes waiting in buf
         self.nbytes = 0  # bytes received
         self.written = 0  # bytes written to flash
@@ -47,6 +48,25 @@ class Session:
         self.hex = None
         self.progress = None
         self.dead = False
+        if start:
+            self._resume(start)
+
+    # The partition already holds the image's first `start` bytes (a multiple of 4 KB): hash
+    # them again from flash, so that the final SHA-256 covers every byte, and go on from there.
+    def _resume(self, start):
+        buf = self.buf
+        pos = 0
+        while pos < start:
+            n = min(len(buf), start - pos)
+            self.part.readblocks(pos // _BLOCK, buf[:n])
+            if pos == 0:
+                err = _image.error(buf[:n], self.chip)
+                if err:
+                    raise ValueError(err)
+            self.hash.update(buf[:n])
+            pos += n
+        self.nbytes = self.written = start
+        self.cap = len(buf) - start % len(buf)  # flush on the buffer's alignment again
 
     def _flush(self):
         n = self.fill
@@ -74,8 +94,13 @@ class Session:
             self.part.writeblocks(block + whole // _BLOCK, mv[whole:], 0)
         self.written += n
         self.fill = 0
+        self.cap = len(self.buf)
         if self.progress:
             self.progress(self.written)
+
+    @property
+    def flashed(self):
+        return self.written
 
     def _check(self):
         if self.dead:
@@ -89,13 +114,12 @@ class Session:
             self.hash.update(src)
             self.nbytes += n
             pos = 0
-            size = len(self.buf)
             while pos < n:
-                k = min(size - self.fill, n - pos)
+                k = min(self.cap - self.fill, n - pos)
                 self.buf[self.fill : self.fill + k] = src[pos : pos + k]
                 self.fill += k
                 pos += k
-                if self.fill == size:
+                if self.fill == self.cap:
                     self._flush()
             return n
         except BaseException:
@@ -109,9 +133,8 @@ class Session:
             if not hasattr(stream, "readinto") and hasattr(stream, "buffer"):
                 stream = stream.buffer  # a CPython text file: read its bytes
             start = self.nbytes
-            size = len(self.buf)
             while limit < 0 or self.nbytes - start < limit:
-                room = size - self.fill
+                room = self.cap - self.fill
                 if limit >= 0:
                     room = min(room, limit - (self.nbytes - start))
                 mv = self.buf[self.fill : self.fill + room]
@@ -123,7 +146,7 @@ class Session:
                 self.hash.update(mv[:n])
                 self.fill += n
                 self.nbytes += n
-                if self.fill == size:
+                if self.fill == self.cap:
                     self._flush()
             return self.nbytes - start
         except BaseException:
@@ -187,8 +210,8 @@ class Session:
 class Backend:
     name = "pure"
 
-    def session(self, part, running, confirm, length=0):
-        return Session(part, running, confirm)
+    def session(self, part, running, confirm, length=0, start=0):
+        return Session(part, running, confirm, start)
 
     def state(self, part):
         return _otadata.state(part.info())

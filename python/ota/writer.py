@@ -50,6 +50,7 @@ class OTA:
         reboot=False,
         backend=None,
         progress=None,
+        start=0,
     ):
         self._sha = _check_sha(sha)
         if not isinstance(length, int) or length < 0:
@@ -67,6 +68,16 @@ class OTA:
         name, size = self.part.info()[4], self.part.info()[3]
         if length > size:
             raise ValueError("length (%d bytes) is > size of partition." % length)
+        if (
+            not isinstance(start, int)
+            or start < 0
+            or start % 4096
+            or start > size
+            or (length and start > length)
+        ):
+            raise ValueError(
+                "start must be a multiple of 4096 within the image, not %r" % (start,)
+            )
         self._print("Writing new micropython image to OTA partition '%s'..." % name)
         self._print("Device: %d x 4096 byte blocks." % (size // 4096))
         if length:
@@ -79,7 +90,9 @@ class OTA:
                 "The running firmware ('%s') is not confirmed yet: it will be marked valid "
                 "before the new image is written." % running.info()[4]
             )
-        self._sess = be.session(self.part, running, confirm, length)
+        if start:
+            self._print("Resuming after the first %d bytes, already written." % start)
+        self._sess = be.session(self.part, running, confirm, length, start)
         self._sess.progress = self._on_progress
         self._line = False  # a progress line is open
 
@@ -92,14 +105,20 @@ class OTA:
             print()
             self._line = False
 
+    # Bytes of the image known to be on flash: where an interrupted update can resume.
+    @property
+    def flashed(self):
+        return self._sess.flashed
+
+    # The BLOCK line (verbose), or the caller's progress(bytes, length) in its place.
     def _on_progress(self, n):
-        if self._verbose:
+        if self._verbose and not self._progress:
             self._line = True
             if n % 4096:
                 print("\rBLOCK %d + %d bytes" % divmod(n, 4096), end="")
             else:
                 print("\rBLOCK %d" % (n // 4096 - 1), end="")
-        if self._progress:
+        elif self._progress:
             self._progress(n, self._length)
 
     # Append data (any bytes-like object) to the image.
