@@ -6,13 +6,22 @@ mpota sim boot FLASH              power-cycle the simulated ESP32 (bootloader + 
 mpota sim run FLASH SCRIPT        run SCRIPT (or -c CODE) as the simulated device's firmware
 mpota sim info FLASH              partition table, otadata and slots of a flash image
 mpota demo                        a full OTA update on the simulated ESP32, under MicroPython
+
+mpota manifest IMAGE              an OTA manifest (sha, length, version, chip, ...) for IMAGE
+mpota keygen                      an ECDSA P-256 key pair for signing manifests
+mpota sign MANIFEST --key KEY     sign a manifest
+mpota serve DIR                   serve firmware files over HTTP, with Range requests
+mpota inspect FILE                an image, partition table, firmware.bin or flash dump
+mpota push IMAGE --port PORT      update a board over USB serial (mpremote)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from . import images, inspect, simdev
@@ -94,6 +103,75 @@ def cmd_demo(a) -> int:
     return demo.run(Path(a.dir))
 
 
+def cmd_manifest(a) -> int:
+    from . import manifest
+
+    m = manifest.make(a.image, a.out_dir, a.compress, a.url)
+    if a.key:
+        m = manifest.sign(m, Path(a.key).read_bytes())
+    out = a.output or str(Path(a.out_dir or Path(a.image).parent) / "manifest.json")
+    manifest.dump(m, out)
+    print(
+        f"{out}: {m['project']} {m['version']} for {m['chip']}, {m['length']} bytes"
+        + (f", {m['compression']} {m['compressed_length']} bytes" if a.compress else "")
+        + (", signed" if a.key else "")
+    )
+    return 0
+
+
+def cmd_keygen(a) -> int:
+    from . import manifest
+
+    manifest.keygen(a.private, a.public)
+    print(
+        f"private key: {a.private} (keep it off devices)\npublic key:  {a.public} (copy it "
+        "to the device as ota_pubkey.pem)"
+    )
+    return 0
+
+
+def cmd_sign(a) -> int:
+    from . import manifest
+
+    m = json.loads(Path(a.manifest).read_text())
+    m = manifest.sign(m, Path(a.key).read_bytes())
+    manifest.dump(m, a.output or a.manifest)
+    print(f"{a.output or a.manifest}: signed")
+    return 0
+
+
+def cmd_serve(a) -> int:
+    from . import serve
+
+    server = serve.start(a.dir, a.bind, a.port, quiet=False)
+    host, port = server.server_address[:2]
+    print(f"Serving {a.dir} on http://{host}:{port}/ (Range requests supported); ctrl-C stops")
+    for f in sorted(Path(a.dir).glob("*.json")):
+        print(f"  manifest: http://{host}:{port}/{f.name}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
+
+
+def cmd_inspect(a) -> int:
+    print(inspect.describe_file(Path(a.file).read_bytes()))
+    return 0
+
+
+def cmd_push(a) -> int:
+    from . import manifest, push
+
+    image = Path(a.image).read_bytes()
+    m = manifest.describe_image(a.image)
+    print(f"Pushing {m['project']} {m['version']} ({m['length']} bytes) to {a.port}...")
+    digest = push.push_serial(a.port, image, a.baud, a.reboot)
+    print(f"Device: written and verified, SHA256={digest}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="mpota", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -151,6 +229,47 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("demo", help="a full OTA update on the simulated ESP32 (MicroPython)")
     s.add_argument("--dir", default="build/demo", help="working directory (default build/demo)")
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("manifest", help="make an OTA manifest for an app image")
+    s.add_argument("image")
+    s.add_argument("-o", "--output", help="manifest file (default DIR/manifest.json)")
+    s.add_argument("--out-dir", help="where compressed images and the manifest go")
+    s.add_argument("--compress", choices=["zlib", "gzip"], help="serve the image compressed")
+    s.add_argument(
+        "--url",
+        help="firmware URL to put in the manifest (default: file name, "
+        "relative to the manifest's URL)",
+    )
+    s.add_argument("--key", help="sign with this private key (PEM)")
+    s.set_defaults(fn=cmd_manifest)
+
+    s = sub.add_parser("keygen", help="make an ECDSA P-256 key pair for manifests")
+    s.add_argument("--private", default="ota_signing_key.pem")
+    s.add_argument("--public", default="ota_pubkey.pem")
+    s.set_defaults(fn=cmd_keygen)
+
+    s = sub.add_parser("sign", help="sign a manifest with a private key")
+    s.add_argument("manifest")
+    s.add_argument("--key", required=True)
+    s.add_argument("-o", "--output")
+    s.set_defaults(fn=cmd_sign)
+
+    s = sub.add_parser("serve", help="serve firmware files over HTTP (with Range)")
+    s.add_argument("dir")
+    s.add_argument("--bind", default="127.0.0.1", help="address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("inspect", help="an image, partition table, firmware.bin or flash dump")
+    s.add_argument("file")
+    s.set_defaults(fn=cmd_inspect)
+
+    s = sub.add_parser("push", help="update a board over USB serial (mpremote)")
+    s.add_argument("image")
+    s.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
+    s.add_argument("--baud", type=int, default=115200)
+    s.add_argument("--reboot", action="store_true", help="reset into the new firmware")
+    s.set_defaults(fn=cmd_push)
 
     a = p.parse_args(argv)
     if a.cmd == "sim" and a.sim == "run" and not (a.script or a.code):

@@ -29,6 +29,16 @@ BOOTLOADER_DESC_MAGIC = 0x50
 SEED_IMAGE_SIZE = 1525536  # the seed README's micropython.bin: 372 blocks + 1824 bytes
 
 
+def _code(rng: random.Random, n: int) -> bytes:
+    """n bytes that compress about as well as firmware does (zlib: ~60%): random 64-byte
+    blocks mixed with blocks repeated from a small vocabulary."""
+    vocab = [rng.randbytes(64) for _ in range(64)]
+    out = bytearray()
+    while len(out) < n:
+        out += rng.randbytes(64) if rng.random() < 0.55 else vocab[rng.randrange(64)]
+    return bytes(out[:n])
+
+
 def app_desc(
     version: str,
     project: str = "micropython",
@@ -84,11 +94,11 @@ def app_image(
         secure_version=secure_version,
         elf_sha256=rng.randbytes(32),
     )
-    drom = desc + rng.randbytes(24 * 1024)
-    dram = rng.randbytes(8 * 1024)
-    iram = rng.randbytes(48 * 1024)
+    drom = desc + _code(rng, 24 * 1024)
+    dram = _code(rng, 8 * 1024)
+    iram = _code(rng, 48 * 1024)
     irom_len = 256 * 1024 if size is None else max(4096, size - 160 * 1024) // 4 * 4
-    fill = rng.randbytes(irom_len + 128 * 1024)
+    fill = _code(rng, irom_len + 128 * 1024)
     if chip == "esp32":
         dram_addr, iram_addr = 0x3FFB0000, 0x40080000
     else:

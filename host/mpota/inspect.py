@@ -62,3 +62,45 @@ def describe_flash(flash: bytes) -> str:
         )
         out.append(f"  {p.name:10s} 0x{p.offset:06x}  {what}")
     return "\n".join(out)
+
+
+def describe_file(data: bytes) -> str:
+    """What a file is: an app image, a bootloader image, a merged firmware.bin, a partition
+    table (binary or CSV) or a flash dump, and what it holds."""
+    if data[:2] == b"\xaa\x50":
+        return (
+            "Partition table (binary):\n"
+            + PartitionTable.from_binary(data[: parttable.MAX_LEN]).to_csv().rstrip()
+        )
+    if len(data) > PT_OFFSET + 2 and data[PT_OFFSET : PT_OFFSET + 2] == b"\xaa\x50":
+        return "Flash dump:\n" + describe_flash(data)
+    if len(data) > 0x7002 and data[:1] == b"\xe9" and data[0x7000:0x7002] == b"\xaa\x50":
+        return (
+            "Merged firmware.bin (bootloader, partition table and app, flashed at 0x1000): "
+            "not an OTA image; use the app image (micropython.bin)."
+        )
+    if data[:1] == b"\xe9":
+        desc = app_description(data)
+        if desc is None:
+            kind = (
+                "bootloader image" if data[32:33] == b"\x50" else "image without app description"
+            )
+            return f"ESP32 {kind} ({len(data)} bytes): not an OTA app image."
+        import hashlib
+
+        chip = int.from_bytes(data[12:14], "little")
+        return "\n".join(
+            [
+                f"App image: {desc.project_name} {desc.version}",
+                f"  chip id:   {chip}",
+                f"  built:     {desc.date} {desc.time}, ESP-IDF {desc.idf_version}",
+                f"  length:    {len(data)} bytes",
+                f"  sha256:    {hashlib.sha256(data).hexdigest()}",
+            ]
+        )
+    try:
+        return (
+            "Partition table (CSV):\n" + PartitionTable.from_csv(data.decode()).to_csv().rstrip()
+        )
+    except Exception as e:
+        raise ValueError(f"not an image, partition table or flash dump ({e})") from None

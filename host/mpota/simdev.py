@@ -154,3 +154,26 @@ def run(
     r.stdout = r.stdout.decode(errors="replace")
     r.stderr = r.stderr.decode(errors="replace")
     return r
+
+
+def spawn(
+    path: str | Path,
+    code: str,
+    runtime: str = "micropython",
+    cwd: str | Path | None = None,
+    heap: str = "2M",
+) -> subprocess.Popen:
+    """Start `code` as the simulated device's firmware with its stdin and stdout on pipes (a
+    USB serial line, as far as the firmware can tell)."""
+    if runtime.startswith("micropython"):
+        cmd = [micropython_bin(runtime), "-X", f"heapsize={heap}", "-c", code]
+    else:
+        cmd = [sys.executable, "-u", "-c", code]
+    return subprocess.Popen(
+        cmd,
+        env=env(path, runtime),
+        cwd=cwd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )

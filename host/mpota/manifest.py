@@ -1,0 +1,157 @@
+"""OTA manifests on the PC: make one from a firmware image (read with esptool and esp-idf-defs),
+compress the image, sign the manifest with an ECDSA P-256 key (cryptography), make keys.
+
+The device checks signatures over the same canonical form (python/ota/manifest.py); the two
+implementations are kept apart on purpose and tested against each other."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import zlib
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from esp_idf_defs import AppDescription
+from esptool.bin_image import LoadFirmwareImage
+from esptool.targets import CHIP_DEFS
+
+HEADER = b"mpota-manifest-1\n"
+COMPRESSIONS = {"zlib": ".zz", "gzip": ".gz"}
+
+
+def canonical(m: dict) -> bytes:
+    """The bytes a manifest's signature covers: every field but "signature", sorted by name,
+    one "name=value" line each (true/false, integers in decimal, strings as they are)."""
+    lines = [HEADER]
+    for k in sorted(m):
+        if k == "signature":
+            continue
+        v = m[k]
+        if isinstance(v, bool):
+            s = "true" if v else "false"
+        elif isinstance(v, int):
+            s = str(v)
+        elif isinstance(v, str) and "\n" not in v:
+            s = v
+        elif v is None:
+            s = "null"
+        else:
+            raise ValueError(f"manifest field {k!r}: a signed manifest holds strings and numbers")
+        lines.append(f"{k}={s}\n".encode())
+    return b"".join(lines)
+
+
+def chip_of(image: bytes) -> str:
+    chip_id = int.from_bytes(image[12:14], "little")
+    for name, rom in CHIP_DEFS.items():
+        if getattr(rom, "IMAGE_CHIP_ID", None) == chip_id:
+            return name
+    raise ValueError(f"unknown chip id {chip_id} in the image header")
+
+
+def describe_image(path: str | Path) -> dict:
+    """SHA-256, length, chip and app description of an app image, which esptool must find
+    valid (checksum and appended digest)."""
+    data = Path(path).read_bytes()
+    if data[:1] != b"\xe9":
+        raise ValueError(f"{path} is not an ESP32 app image (it does not start with 0xe9)")
+    if data[0x7000:0x7002] == b"\xaa\x50":
+        raise ValueError(
+            f"{path} is a merged firmware.bin (bootloader, partition table and app): "
+            "use the app image (micropython.bin)"
+        )
+    desc = AppDescription.from_bytes_or_none(data[32:288])
+    if desc is None:
+        raise ValueError(f"{path} has no app description: it is not an app image (a bootloader?)")
+    chip = chip_of(data)
+    img = LoadFirmwareImage(chip, str(path))
+    if img.checksum != img.calculate_checksum():
+        raise ValueError(f"{path}: the image checksum is wrong")
+    if getattr(img, "append_digest", False) and img.stored_digest != img.calc_digest:
+        raise ValueError(f"{path}: the image's appended SHA-256 is wrong")
+    return {
+        "sha": hashlib.sha256(data).hexdigest(),
+        "length": len(data),
+        "chip": chip,
+        "version": desc.version,
+        "project": desc.project_name,
+        "idf": desc.idf_version,
+    }
+
+
+def make(
+    image: str | Path,
+    out_dir: str | Path | None = None,
+    compression: str | None = None,
+    url: str | None = None,
+) -> dict:
+    """A manifest for `image`; with `compression` ("zlib" or "gzip") the compressed file is
+    written next to it (or in out_dir) and the manifest names it. sha and length always
+    describe the image itself, compressed_sha and compressed_length the file served."""
+    image = Path(image)
+    m = describe_image(image)
+    out = Path(out_dir) if out_dir else image.parent
+    name = image.name
+    if compression:
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}")
+        data = image.read_bytes()
+        packed = (
+            zlib.compress(data, 9) if compression == "zlib" else gzip.compress(data, 9, mtime=0)
+        )
+        name = image.name + COMPRESSIONS[compression]
+        (out / name).write_bytes(packed)
+        m.update(
+            compression=compression,
+            compressed_sha=hashlib.sha256(packed).hexdigest(),
+            compressed_length=len(packed),
+        )
+    m["firmware"] = url or name
+    return m
+
+
+def keygen(private_path: str | Path, public_path: str | Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    Path(private_path).write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    Path(public_path).write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def sign(m: dict, private_pem: bytes) -> dict:
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ValueError("the signing key must be an ECDSA P-256 (secp256r1) private key")
+    signed = dict(m)
+    signed.pop("signature", None)
+    sig = key.sign(canonical(signed), ec.ECDSA(hashes.SHA256()))
+    signed["signature"] = base64.b64encode(sig).decode()
+    return signed
+
+
+def verify(m: dict, public_pem: bytes) -> bool:
+    key = serialization.load_pem_public_key(public_pem)
+    try:
+        key.verify(
+            base64.b64decode(m.get("signature", "")), canonical(m), ec.ECDSA(hashes.SHA256())
+        )
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
+def dump(m: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(m, indent=2) + "\n")
