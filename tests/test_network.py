@@ -1,0 +1,387 @@
+"""Updates over the network: a real HTTP server on 127.0.0.1 (mpota's, with faults injected),
+the simulated device downloading under MicroPython, CPython and the native backend. Each case
+ends with the expected boot slot and a clear message."""
+
+import datetime
+import json
+
+import netserver
+import pytest
+from conftest import image, sha256
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from mpota import manifest
+
+NEW = image("v1.23.0", 400_016)
+OLD = image("v1.21.0", 300_032)
+
+DEVICE = """
+import ota.update
+try:
+    ota.update.{fn}({url!r}, reboot=False, backoff=0{kw})
+    print("RESULT ok")
+except Exception as e:
+    print("RESULT", type(e).__name__, e)
+"""
+
+
+@pytest.fixture
+def site(tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "micropython.bin").write_bytes(NEW)
+    server = netserver.start(www)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    yield www, server, base
+    server.shutdown()
+    server.server_close()
+
+
+def write_manifest(www, name="manifest.json", key=None, **changes):
+    m = manifest.make(www / "micropython.bin", compression=changes.pop("compression", None))
+    m.update(changes)
+    if key:
+        m = manifest.sign(m, key)
+    (www / name).write_text(json.dumps(m))
+    return m
+
+
+def update(sim, url, fn="from_json", cwd=None, **kw):
+    extra = "".join(f", {k}={v!r}" for k, v in kw.items())
+    r = sim.run(DEVICE.format(fn=fn, url=url, kw=extra), cwd=cwd)
+    results = [line for line in r.stdout.splitlines() if line.startswith("RESULT")]
+    assert results, sim.out
+    return results[-1][len("RESULT ") :], r.stdout
+
+
+def firmware_requests(server):
+    return [rng for path, rng in server.log if path.endswith(".bin") or ".bin." in path]
+
+
+def test_plain_update(sim, site, tmp_path):
+    www, server, base = site
+    write_manifest(www)
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result == "ok", out
+    assert "Opening json file" in out and "KB/s" in out and "100%" in out
+    assert "OTA Partition 'ota_1' updated successfully." in out
+    assert firmware_requests(server) == [None]
+    assert sim.boot_slot() == "ota_1"
+    assert sim.region("ota_1")[: len(NEW)] == NEW
+    assert not (tmp_path / "ota_resume.json").exists()
+    sim.power_on()
+    assert sim.running() == "ota_1"
+
+
+@pytest.mark.parametrize("compression", ["zlib", "gzip"])
+def test_compressed_image(sim, site, tmp_path, compression):
+    www, server, base = site
+    m = write_manifest(www, compression=compression)
+    assert m["compressed_length"] < len(NEW)
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result == "ok", out
+    assert firmware_requests(server) == [None]
+    assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
+
+
+def test_compressed_transfer_is_checked(sim, site, tmp_path):
+    www, server, base = site
+    write_manifest(www, compression="zlib", compressed_sha="0" * 64)
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result.startswith("ValueError Compressed SHA mismatch recv="), out
+    assert sim.boot_slot() == "ota_0"
+
+
+def test_dropped_connection_resumes_with_range(sim, site, tmp_path):
+    www, server, base = site
+    write_manifest(www)
+    server.faults.update(drop_times=1, drop_after=200_000)
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result == "ok", out
+    ranges = firmware_requests(server)
+    assert ranges[0] is None and ranges[1] == "bytes=196608-", ranges
+    assert "retrying from byte 196608 (1 of 3)" in out
+    assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
+
+
+RESET_MIDWAY = "lambda n, total: n >= 250000 and __import__('machine').reset()"
+
+
+def test_resume_after_a_reboot(sim, site, tmp_path):
+    www, server, base = site
+    write_manifest(www)
+    code = DEVICE.format(
+        fn="from_json", url=base + "/manifest.json", kw=f", progress={RESET_MIDWAY}"
+    )
+    r = sim.run(code, cwd=tmp_path)
+    assert "espsim: hard reset" in r.stdout and "RESULT" not in r.stdout
+    assert sim.running() == "ota_0"  # the reboot came before the update completed
+    state = json.loads((tmp_path / "ota_resume.json").read_text())
+    assert state["offset"] == 196608 and state["slot"] == "ota_1"
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result == "ok", out
+    assert "Resuming after the first 196608 bytes" in out
+    assert firmware_requests(server)[-1] == "bytes=196608-"
+    assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
+    assert not (tmp_path / "ota_resume.json").exists()
+
+
+def test_resume_after_a_power_cut(sim, site, tmp_path):
+    www, server, base = site
+    write_manifest(www)
+    code = DEVICE.format(fn="from_json", url=base + "/manifest.json", kw="")
+    r = sim.run(code, cwd=tmp_path, cut_after=1000, ok=False)
+    assert "PowerCut" in sim.out and "RESULT" not in r.stdout
+    sim.power_on()
+    assert sim.running() == "ota_0"
+    offset = json.loads((tmp_path / "ota_resume.json").read_text())["offset"]
+    assert offset in (131072, 196608), offset
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result == "ok", out
+    assert firmware_requests(server)[-1] == f"bytes={offset}-"
+    assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
+
+
+def test_server_without_range_restarts_from_zero(sim, site, tmp_path):
+    www, server, base = site
+    write_manifest(www)
+    server.faults.update(drop_times=1, drop_after=200_000, ignore_range=True)
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result == "ok", out
+    assert "The server ignored the Range request: restarting from byte 0." in out
+    assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
+
+
+def test_404(sim, site, tmp_path):
+    www, server, base = site
+    result, out = update(sim, base + "/nothing.json", cwd=tmp_path)
+    # str() of an OSError: "[Errno 5] EIO: ..." in MicroPython, "[Errno 5] ..." in CPython
+    assert result.startswith("HTTPError [Errno 5]"), out
+    assert result.endswith(f"HTTP 404 File not found for {base}/nothing.json")
+    write_manifest(www, firmware="missing.bin")
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert "HTTP 404" in result and "missing.bin" in result, out
+    assert len([p for p, _ in server.log if p.endswith("missing.bin")]) == 1  # not retried
+    assert sim.boot_slot() == "ota_0"
+
+
+def test_500_is_retried(sim, site, tmp_path):
+    www, server, base = site
+    write_manifest(www)
+    server.faults.update(status=500, status_times=2)
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result == "ok", out
+    assert out.count("HTTP 500") == 2 and sim.boot_slot() == "ota_1"
+    server.faults.update(status=500, status_times=10)
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path, allow_downgrade=True)
+    assert "HTTP 500" in result and "retrying" in out
+    assert len(firmware_requests(server)) == 1 + 2 + 4  # 1 + retries each time
+
+
+def test_every_response_cut_short_still_completes(sim, site, tmp_path):
+    # Each attempt resumes where the last one stopped, so nothing is downloaded twice.
+    www, server, base = site
+    write_manifest(www)
+    server.faults.update(drop_times=100, drop_after=150_000)
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result == "ok", out
+    ranges = firmware_requests(server)
+    offsets = [int(r[6:-1]) for r in ranges[1:]]
+    assert ranges[0] is None and len(offsets) >= 2
+    assert offsets == sorted(offsets) and all(o % 4096 == 0 for o in offsets)
+    assert offsets[0] in (131072, 147456)  # 4 KB boundary below 150,000 (pure: 64 KB chunks)
+    assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
+
+
+def test_no_progress_fails_after_the_retries(sim, site, tmp_path):
+    www, server, base = site
+    write_manifest(www)
+    server.faults.update(drop_times=100, drop_after=1000)
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path, retries=2)
+    assert result.startswith("NetError [Errno 5]"), out
+    assert result.endswith("connection closed 399016 bytes before the end")
+    assert firmware_requests(server) == [None, None, None]
+    assert sim.boot_slot() == "ota_0"
+
+
+def test_truncated_file(sim, site, tmp_path):
+    www, server, base = site
+    write_manifest(www)
+    (www / "micropython.bin").write_bytes(NEW[:300_000])  # cut short on the server
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result == f"ValueError Receive 300000 bytes (expect {len(NEW)}).", out
+    assert sim.boot_slot() == "ota_0"
+
+
+def test_wrong_sha(sim, site, tmp_path):
+    www, server, base = site
+    write_manifest(www, sha="ab" * 32)
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result == f"ValueError SHA mismatch recv={sha256(NEW)} expect={'ab' * 32}.", out
+    assert sim.boot_slot() == "ota_0"
+    assert not (tmp_path / "ota_resume.json").exists()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys")
+    manifest.keygen(d / "a.pem", d / "a.pub")
+    manifest.keygen(d / "b.pem", d / "b.pub")
+    return {k: (d / f"{k}.pem").read_bytes() for k in "ab"}, {
+        k: (d / f"{k}.pub").read_bytes() for k in "ab"
+    }
+
+
+def test_signed_manifest(sim, site, tmp_path, keys):
+    www, server, base = site
+    private, public = keys
+    (tmp_path / "ota_pubkey.pem").write_bytes(public["a"])
+    write_manifest(www, key=private["a"])
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result == "ok" and "Manifest signature: valid." in out, out
+    assert sim.boot_slot() == "ota_1"
+
+
+@pytest.mark.parametrize("case", ["tampered", "other-key", "unsigned", "garbage"])
+def test_bad_signatures_are_refused(sim, site, tmp_path, keys, case):
+    www, server, base = site
+    private, public = keys
+    (tmp_path / "ota_pubkey.pem").write_bytes(public["a"])
+    if case == "tampered":
+        m = write_manifest(www, key=private["a"])
+        m["length"] += 1
+        (www / "manifest.json").write_text(json.dumps(m))
+    elif case == "other-key":
+        write_manifest(www, key=private["b"])
+    elif case == "unsigned":
+        write_manifest(www)
+    else:
+        write_manifest(www, signature="bm90IGEgc2lnbmF0dXJl")
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    expect = (
+        "The manifest is not signed"
+        if case == "unsigned"
+        else "The manifest's signature does not match the public key: refused."
+    )
+    assert result.startswith("ValueError " + expect), out
+    assert firmware_requests(server) == []  # refused before the image was even requested
+    assert sim.boot_slot() == "ota_0"
+
+
+def test_key_given_as_argument(sim, site, tmp_path, keys):
+    www, server, base = site
+    private, public = keys
+    write_manifest(www, key=private["b"])
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path, pubkey=public["a"].decode())
+    assert "does not match" in result
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path, pubkey=public["b"].decode())
+    assert result == "ok", out
+
+
+@pytest.mark.parametrize(
+    "version,message",
+    [
+        ("v1.21.0", "The manifest version v1.21.0 is older than the running firmware's v1.22.0"),
+        ("v1.22.0", "The manifest version v1.22.0 is the running firmware's: nothing to do"),
+    ],
+)
+def test_older_and_equal_versions_are_refused(sim, site, tmp_path, version, message):
+    www, server, base = site
+    write_manifest(www, version=version)
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result.startswith("ValueError " + message), out
+    assert firmware_requests(server) == []
+    assert sim.boot_slot() == "ota_0"
+
+
+def test_image_version_must_match_and_be_newer(sim, site, tmp_path):
+    www, server, base = site
+    (www / "micropython.bin").write_bytes(OLD)  # an older image behind a newer manifest
+    write_manifest(www, version="v1.23.0")
+    before = sim.flash()
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result == (
+        "ValueError The image is version v1.21.0, but the manifest says v1.23.0: refused."
+    ), out
+    assert sim.flash() == before  # refused before anything was erased
+    write_manifest(www)  # the manifest now says v1.21.0, as the image does
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert "older than the running firmware's v1.22.0" in result
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path, allow_downgrade=True)
+    assert result == "ok", out
+    assert sim.boot_slot() == "ota_1"
+
+
+def test_manifest_for_another_chip(sim, site, tmp_path):
+    www, server, base = site
+    write_manifest(www, chip="esp32s3")
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result == "ValueError The manifest is for esp32s3, but this device is esp32.", out
+    assert sim.boot_slot() == "ota_0"
+
+
+def test_from_file_with_sha_and_length(sim, site, tmp_path):
+    www, server, base = site
+    result, out = update(
+        sim,
+        base + "/micropython.bin",
+        fn="from_file",
+        cwd=tmp_path,
+        sha=sha256(NEW),
+        length=len(NEW),
+    )
+    assert result == "ok" and "Opening firmware file" in out, out
+    assert sim.boot_slot() == "ota_1"
+
+
+def _tls_files(tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ota.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("ota.test")]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_https_with_certificate_check(sim, tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "micropython.bin").write_bytes(NEW)
+    write_manifest(www)
+    (tmp_path / "other").mkdir()
+    other = _tls_files(tmp_path / "other")
+    ca = _tls_files(tmp_path)
+    server = netserver.start(www, tls=(tmp_path / "cert.pem", tmp_path / "key.pem"))
+    try:
+        url = "https://ota.test/manifest.json"
+        hosts = f"ota.test=127.0.0.1:{server.server_address[1]}"
+        code = DEVICE.format(fn="from_json", url=url, kw=", retries=0, ca=CA")
+        bad = sim.run("CA = " + repr(other) + code, cwd=tmp_path, hosts=hosts)
+        assert "RESULT NetError" in bad.stdout, sim.out
+        assert sim.boot_slot() == "ota_0"
+        good = sim.run("CA = " + repr(ca) + code, cwd=tmp_path, hosts=hosts)
+        assert "RESULT ok" in good.stdout, sim.out
+        assert sim.boot_slot() == "ota_1"
+    finally:
+        server.shutdown()
+        server.server_close()
