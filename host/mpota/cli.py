@@ -43,6 +43,7 @@ def _table(csv: str | None):
 
 def cmd_image(a) -> int:
     data = images.app_image(a.version, a.project, a.size, a.chip)
+    Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     Path(a.output).write_bytes(data)
     print(f"{a.output}: {a.project} {a.version} for {a.chip}, {len(data)} bytes")
     return 0
