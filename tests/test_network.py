@@ -385,3 +385,26 @@ def test_https_with_certificate_check(sim, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_firmware_without_esp_ota_resume_starts_again(sim, site, tmp_path):
+    # ESP-IDF v5.3.0-v5.3.2 have no esp_ota_resume(): the native module says so and the update
+    # starts again from byte 0 (the pure backend does not need it).
+    if sim.backend != "native":
+        pytest.skip("only the native backend uses esp_ota_resume()")
+    www, server, base = site
+    write_manifest(www)
+    code = DEVICE.format(
+        fn="from_json", url=base + "/manifest.json", kw=f", progress={RESET_MIDWAY}"
+    )
+    sim.run(code, cwd=tmp_path)
+    assert json.loads((tmp_path / "ota_resume.json").read_text())["offset"] == 196608
+    r = sim.run(
+        DEVICE.format(fn="from_json", url=base + "/manifest.json", kw=""),
+        cwd=tmp_path,
+        environ={"OTA_HOST_IDF": "5.3"},
+    )
+    assert "RESULT ok" in r.stdout, sim.out
+    assert "This firmware cannot resume an update" in r.stdout
+    assert firmware_requests(server)[-1] is None
+    assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"

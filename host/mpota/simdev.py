@@ -139,6 +139,7 @@ def run(
     timeout: float = 120,
     extra_path: list = (),
     hosts: str = "",
+    environ: dict | None = None,
 ) -> subprocess.CompletedProcess:
     """Run `code` as the simulated device's firmware (MicroPython unix port or CPython).
     `hosts` is the simulated LAN's host table ($ESPSIM_HOSTS, see espsim/modules/hosts.py)."""
@@ -149,6 +150,7 @@ def run(
     e = env(path, runtime, cut_after, extra_path)
     if hosts:
         e["ESPSIM_HOSTS"] = hosts
+    e.update(environ or {})
     r = subprocess.run(cmd, env=e, cwd=cwd, capture_output=True, timeout=timeout)
     # Decoded by hand: text mode would turn the progress lines' "\r" into newlines.
     r.stdout = r.stdout.decode(errors="replace")

@@ -213,8 +213,35 @@ class _Download:
             check_version(v, "image", self.o["allow_downgrade"], self.o["backend"])
         return memoryview(head)[:got]
 
+    def _writer(self, start):
+        args = (
+            self.sha,
+            self.length,
+            self.o["verify"],
+            self.o["verbose"],
+            False,
+            self.o["backend"],
+            self._progress,
+        )
+        try:
+            return OTA(*args, start=start)
+        except OSError as e:
+            if not start or e.args[0] != 95:  # EOPNOTSUPP: esp_ota_resume() is missing
+                raise
+            self.say(
+                "This firmware cannot resume an update (that needs ESP-IDF v5.3.3, v5.4.2 "
+                "or v5.5): starting again from byte 0."
+            )
+            return OTA(*args)
+
     def _attempt(self, start):
-        stream, start = self._open(start)
+        self.ota = self._writer(start)
+        start = self.ota.start
+        stream, got = self._open(start)
+        if got != start:  # the server sent the whole file
+            self.ota.abort()
+            self.ota = self._writer(0)
+            start = 0
         tap = None
         try:
             body = stream
@@ -224,16 +251,6 @@ class _Download:
                 tap = body = _Tap(stream)
                 fmt = {"zlib": deflate.ZLIB, "gzip": deflate.GZIP, "deflate": deflate.RAW}
                 body = deflate.DeflateIO(body, fmt[self.o["compression"]])
-            self.ota = OTA(
-                self.sha,
-                self.length,
-                self.o["verify"],
-                self.o["verbose"],
-                False,
-                self.o["backend"],
-                self._progress,
-                start,
-            )
             self.first = start
             self.saved = start
             self.t0 = _ms()

@@ -90,6 +90,7 @@ class OTA:
                 "The running firmware ('%s') is not confirmed yet: it will be marked valid "
                 "before the new image is written." % running.info()[4]
             )
+        self.start = start
         if start:
             self._print("Resuming after the first %d bytes, already written." % start)
         self._sess = be.session(self.part, running, confirm, length, start)

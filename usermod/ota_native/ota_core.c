@@ -183,6 +183,8 @@ esp_err_t ota_core_begin(ota_core_t *s, size_t expected_len, uint32_t flags) {
     return ESP_OK;
 }
 
+static esp_err_t start(ota_core_t *s);
+
 esp_err_t ota_core_begin_at(ota_core_t *s, size_t expected_len, uint32_t flags, size_t offset,
     uint8_t *buf, size_t buf_len) {
     esp_err_t err = ota_core_begin(s, expected_len, flags);
@@ -211,7 +213,9 @@ esp_err_t ota_core_begin_at(ota_core_t *s, size_t expected_len, uint32_t flags, 
     }
     s->head_len = OTA_CORE_HEAD;
     s->received = s->written = s->erased = s->resume_at = offset;
-    err = ota_core_check_head(s->head, s->head_len, s->chip_id);
+    // Check the head, settle PENDING_VERIFY and open the handle now (esp_ota_resume() erases
+    // nothing), so that a firmware without esp_ota_resume() says so before any byte is sent.
+    err = start(s);
     return err == ESP_OK ? ESP_OK : fail(s, err);
     #endif
 }
@@ -343,12 +347,6 @@ esp_err_t ota_core_finish(ota_core_t *s, size_t expect_len, const uint8_t *expec
     bool verify, bool set_boot, uint8_t *buf, size_t buf_len) {
     if (s->state != OTA_CORE_WRITING) {
         return OTA_ERR_CLOSED;
-    }
-    if (!s->handle_open && s->resume_at) {
-        esp_err_t err = start(s); // resumed with nothing left to write
-        if (err != ESP_OK) {
-            return fail(s, err);
-        }
     }
     if (!s->handle_open) {
         // Fewer than OTA_CORE_HEAD bytes arrived: nothing was erased or written.

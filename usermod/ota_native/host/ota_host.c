@@ -303,7 +303,8 @@ esp_err_t ota_host_open(const char *path) {
     h.cut = cut && *cut ? strtol(cut, NULL, 0) : -1;
     h.exit_on_cut = h.cut >= 0;
     const char *idf = getenv("OTA_HOST_IDF");
-    h.idf = idf && strncmp(idf, "5.5", 3) != 0 ? 0x0504 : 0x0505;
+    h.idf = idf && strncmp(idf, "5.3", 3) == 0 ? 0x0503
+        : idf && strncmp(idf, "5.4", 3) == 0 ? 0x0504 : 0x0505;
     h.dead = false;
     uint32_t running = read_state();
     esp_err_t err = load_partitions();
@@ -787,6 +788,9 @@ esp_err_t esp_ota_begin(const esp_partition_t *partition, size_t image_size,
 // otadata invalidation; writing goes on at image_offset.
 esp_err_t esp_ota_resume(const esp_partition_t *partition, const size_t erase_size,
     const size_t image_offset, esp_ota_handle_t *out_handle) {
+    if (h.idf < 0x0504) {
+        return ESP_ERR_NOT_SUPPORTED; // emulating v5.3.0-v5.3.2, which lack esp_ota_resume()
+    }
     if (partition == NULL || out_handle == NULL || image_offset > partition->size) {
         return ESP_ERR_INVALID_ARG;
     }

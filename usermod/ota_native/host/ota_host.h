@@ -5,8 +5,9 @@
 // The flash file is $ESPSIM_FLASH (or the path given to ota_host_open()). The running
 // partition, chip model and revision and rollback support come from "<flash>.state", written by
 // the simulator's bootloader (sim/espsim/device.py). $ESPSIM_CUT_AFTER=N arms the power-cut
-// switch; $OTA_HOST_IDF=5.4 selects ESP-IDF 5.3/5.4 behaviour (esp_ota_begin() then leaves the
-// inactive otadata entry alone), the default is 5.5.
+// switch; $OTA_HOST_IDF=5.4 selects ESP-IDF 5.4 behaviour (esp_ota_begin() then leaves the
+// inactive otadata entry alone), 5.3 that of v5.3.0-v5.3.2 as well (no esp_ota_resume());
+// the default is 5.5.
 #ifndef OTA_HOST_H
 #define OTA_HOST_H
 
@@ -35,7 +36,7 @@ void ota_host_reset_counts(void);
 // $ESPSIM_CUT_AFTER instead, the cut ends the process with status 3, like a board losing power.)
 void ota_host_cut_after(long n);
 bool ota_host_powered(void);
-// ESP-IDF version whose behaviour to follow: 0x0505 (default) or 0x0504.
+// ESP-IDF version whose behaviour to follow: 0x0505 (default), 0x0504 or 0x0503.
 void ota_host_set_idf(unsigned version);
 // esp_image_verify(ESP_IMAGE_VERIFY) of the app in a partition: ESP_OK, ESP_ERR_IMAGE_INVALID
 // (0x2002) or a flash error.
