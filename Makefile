@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean native bench powercut
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,19 @@ test: lint
 	    echo "mbedtls headers not found: install libmbedtls-dev (Debian/Ubuntu) or mbedtls-devel"; \
 	    exit 1; }
 	$(BIN)/pytest -q
+
+native:
+	$(MAKE) -s -C tests/c
+
+# Flash-time model (table + chart) and instruction counts (needs valgrind).
+bench: setup native
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/flashtime.py --chart bench/flashtime.png
+	$(BIN)/python bench/cpu.py
+
+# A power cut at every flash operation of an update, for each backend.
+powercut: setup native
+	$(BIN)/python bench/powercut.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

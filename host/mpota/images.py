@@ -94,11 +94,14 @@ def app_image(
         secure_version=secure_version,
         elf_sha256=rng.randbytes(32),
     )
-    drom = desc + _code(rng, 24 * 1024)
-    dram = _code(rng, 8 * 1024)
+    small = size is not None and size < 160 * 1024
+    drom = desc + _code(rng, (2 if small else 24) * 1024)
+    dram = _code(rng, (2 if small else 8) * 1024)
     iram = _code(rng, 48 * 1024)
-    irom_len = 256 * 1024 if size is None else max(4096, size - 160 * 1024) // 4 * 4
-    fill = _code(rng, irom_len + 128 * 1024)
+    # The growing segment: flash-mapped code (IROM), or for images too small to reach the
+    # second 64 KB MMU page, IRAM.
+    grow = 256 * 1024 if size is None else max(4096, size - (8 if small else 160) * 1024) // 4 * 4
+    fill = _code(rng, grow + 128 * 1024)
     if chip == "esp32":
         dram_addr, iram_addr = 0x3FFB0000, 0x40080000
     else:
@@ -110,20 +113,25 @@ def app_image(
         img.segments = [
             ELFSection(b".flash.rodata", rom.DROM_MAP_START + 0x20, drom, 0),
             ELFSection(b".dram0.data", dram_addr, dram, 0),
-            ELFSection(b".iram0.text", iram_addr, iram, 0),
-            ELFSection(b".flash.text", rom.IROM_MAP_START + 0x20, fill[:n], 0),
         ]
+        if small:
+            img.segments.append(ELFSection(b".iram0.text", iram_addr, fill[:n], 0))
+        else:
+            img.segments += [
+                ELFSection(b".iram0.text", iram_addr, iram, 0),
+                ELFSection(b".flash.text", rom.IROM_MAP_START + 0x20, fill[:n], 0),
+            ]
         return img.save(None)
 
-    out = build(irom_len)
+    out = build(grow)
     # Padding for the MMU alignment moves with the IROM length: converge on the exact size.
     for _ in range(8):
         if size is None or len(out) == size:
             return out
-        irom_len += size - len(out)
-        if irom_len <= 0 or irom_len % 4 or irom_len > len(fill):
+        grow += size - len(out)
+        if grow <= 0 or grow % 4 or grow > len(fill):
             break
-        out = build(irom_len)
+        out = build(grow)
     if len(out) != size:
         raise ValueError(f"cannot build an app image of exactly {size} bytes")
     return out

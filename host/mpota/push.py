@@ -9,7 +9,8 @@ import sys
 from collections.abc import Callable
 
 RECEIVER = (
-    "import ota.push\nota.push.receive({length}, {sha!r}, chunk={chunk}, reboot={reboot!r})\n"
+    "import ota.push\n"
+    "ota.push.receive({length}, {sha!r}, chunk={chunk}, reboot={reboot!r}, backend={backend!r})\n"
 )
 
 
@@ -17,9 +18,15 @@ class PushError(RuntimeError):
     pass
 
 
-def receiver_code(image: bytes, chunk: int = 4096, reboot: bool = False) -> str:
+def receiver_code(
+    image: bytes, chunk: int = 4096, reboot: bool = False, backend: str | None = None
+) -> str:
     return RECEIVER.format(
-        length=len(image), sha=hashlib.sha256(image).hexdigest(), chunk=chunk, reboot=reboot
+        length=len(image),
+        sha=hashlib.sha256(image).hexdigest(),
+        chunk=chunk,
+        reboot=reboot,
+        backend=backend,
     )
 
 

@@ -2,11 +2,24 @@
 # esp32_partition.c defines it, over the simulated flash ($ESPSIM_FLASH).
 # ESP-IDF failures are raised as OSError(-esp_err, "ESP_ERR_NAME"), as check_esp_err() does.
 
+import os
+
 from espsim import device, errors, idf, parttable
 
 _NATIVE_BLOCK = 4096
 _ENOENT = 2
 _EINVAL = 22
+
+
+# $ESPSIM_TRACE names a file that records the flash calls made through Partition, one per line,
+# for bench/cpu.py to replay without the code that made them.
+_TRACE = open(os.getenv("ESPSIM_TRACE"), "w") if os.getenv("ESPSIM_TRACE") else None
+
+
+def _trace(*args):
+    if _TRACE:
+        _TRACE.write(" ".join(str(a) for a in args) + "\n")
+        _TRACE.flush()
 
 
 def _dev():
@@ -78,10 +91,12 @@ class Partition:
         return self._part.info()
 
     def readblocks(self, block_num, buf, offset=0):
+        _trace("readblocks", self._part.label, self._bs, block_num, len(buf), offset)
         data = _call(_dev().part_read, self._part, block_num * self._bs + offset, len(buf))
         buf[: len(data)] = data
 
     def writeblocks(self, block_num, buf, offset=None):
+        _trace("writeblocks", self._part.label, self._bs, block_num, len(buf), offset)
         dev = _dev()
         addr = block_num * self._bs
         buf = memoryview(buf)
@@ -112,6 +127,8 @@ class Partition:
             a += _NATIVE_BLOCK
 
     def ioctl(self, op, arg):
+        if op == 6:
+            _trace("ioctl", self._part.label, self._bs, op, arg)
         if op in (1, 2, 3):  # INIT, DEINIT, SYNC
             return 0
         if op == 4:  # BLOCK_COUNT
@@ -126,6 +143,7 @@ class Partition:
         return None
 
     def set_boot(self):
+        _trace("set_boot", self._part.label)
         _call(idf.set_boot_partition, _dev(), self._part)
 
     def get_next_update(self):

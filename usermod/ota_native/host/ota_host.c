@@ -96,7 +96,11 @@ static esp_err_t raw_io(bool write, uint32_t addr, void *buf, size_t n) {
     return r == (ssize_t)n ? ESP_OK : ESP_FAIL;
 }
 
-static esp_err_t flash_read(uint32_t addr, void *buf, size_t n) {
+// The emulated chip's operations are never inlined, so that profilers (bench/cpu.py) can tell
+// the emulation's cost from the code under test.
+#define EMULATION __attribute__((noinline))
+
+EMULATION static esp_err_t flash_read(uint32_t addr, void *buf, size_t n) {
     if (h.dead) {
         return ESP_ERR_FLASH_OP_FAIL;
     }
@@ -108,7 +112,7 @@ static esp_err_t flash_read(uint32_t addr, void *buf, size_t n) {
     return raw_io(false, addr, buf, n);
 }
 
-static esp_err_t flash_erase(uint32_t addr, uint32_t n, uint32_t *counter) {
+EMULATION static esp_err_t flash_erase(uint32_t addr, uint32_t n, uint32_t *counter) {
     bool half;
     if (!begin_op(&half)) {
         return ESP_ERR_FLASH_OP_FAIL;
@@ -150,7 +154,7 @@ static esp_err_t flash_erase_region(uint32_t start, uint32_t len) {
 }
 
 // esp_flash_write(): one page program per 256-byte page touched; NOR only clears bits.
-static esp_err_t flash_program(uint32_t addr, const uint8_t *data, size_t len) {
+EMULATION static esp_err_t flash_program(uint32_t addr, const uint8_t *data, size_t len) {
     if (addr > h.size || len > h.size - addr) {
         return ESP_ERR_INVALID_ARG;
     }
@@ -524,15 +528,25 @@ static bool mapped(uint32_t a) {
     return (a >= 0x3F400000 && a < 0x3F800000) || (a >= 0x400D0000 && a < 0x40400000);
 }
 
+// esp_image_verify()'s own reads and hashing, apart from the flash emulation and from the code
+// under test, for profilers (bench/cpu.py).
+EMULATION static esp_err_t image_read(uint32_t addr, void *buf, size_t n) {
+    return flash_read(addr, buf, n);
+}
+
+EMULATION static void image_sha(ota_sha256_t *sha, const uint8_t *data, size_t len) {
+    ota_sha256_update(sha, data, len);
+}
+
 esp_err_t ota_host_verify_image(const esp_partition_t *p) {
     esp_image_header_t hdr;
-    esp_err_t err = flash_read(p->address, &hdr, sizeof(hdr));
+    esp_err_t err = image_read(p->address, &hdr, sizeof(hdr));
     if (err != ESP_OK) {
         return err;
     }
     ota_sha256_t sha;
     ota_sha256_init(&sha);
-    ota_sha256_update(&sha, (const uint8_t *)&hdr, sizeof(hdr));
+    image_sha(&sha, (const uint8_t *)&hdr, sizeof(hdr));
     err = ESP_ERR_IMAGE_INVALID;
     uint16_t max_rev = hdr.max_chip_rev_full;
     if (hdr.magic != ESP_IMAGE_HEADER_MAGIC || hdr.chip_id != h.chip_id
@@ -550,11 +564,11 @@ esp_err_t ota_host_verify_image(const esp_partition_t *p) {
             err = ESP_FAIL;
             goto out;
         }
-        if ((err = flash_read(addr, &seg, sizeof(seg))) != ESP_OK) {
+        if ((err = image_read(addr, &seg, sizeof(seg))) != ESP_OK) {
             goto out;
         }
         err = ESP_ERR_IMAGE_INVALID;
-        ota_sha256_update(&sha, (const uint8_t *)&seg, sizeof(seg));
+        image_sha(&sha, (const uint8_t *)&seg, sizeof(seg));
         uint32_t data = addr + sizeof(seg);
         if (seg.data_len % 4 || seg.data_len >= 0x1000000
             || (mapped(seg.load_addr) && data % BLOCK != seg.load_addr % BLOCK)) {
@@ -566,13 +580,13 @@ esp_err_t ota_host_verify_image(const esp_partition_t *p) {
         }
         for (uint32_t pos = 0; pos < seg.data_len; pos += SECTOR) {
             uint32_t n = MIN(SECTOR, seg.data_len - pos);
-            if ((err = flash_read(data + pos, buf, n)) != ESP_OK) {
+            if ((err = image_read(data + pos, buf, n)) != ESP_OK) {
                 goto out;
             }
             for (uint32_t k = 0; k < n; k++) {
                 checksum ^= buf[k];
             }
-            ota_sha256_update(&sha, buf, n);
+            image_sha(&sha, buf, n);
         }
         err = ESP_ERR_IMAGE_INVALID;
         addr = data + seg.data_len;
@@ -583,14 +597,14 @@ esp_err_t ota_host_verify_image(const esp_partition_t *p) {
         err = ESP_FAIL;
         goto out;
     }
-    if ((err = flash_read(addr, buf, pad)) != ESP_OK) {
+    if ((err = image_read(addr, buf, pad)) != ESP_OK) {
         goto out;
     }
     err = ESP_ERR_IMAGE_INVALID;
     if (buf[pad - 1] != checksum) {
         goto out;
     }
-    ota_sha256_update(&sha, buf, pad);
+    image_sha(&sha, buf, pad);
     uint32_t len = unpadded + pad;
     uint8_t stored[OTA_SHA256_LEN], calc[OTA_SHA256_LEN];
     if (hdr.hash_appended) {
@@ -598,7 +612,7 @@ esp_err_t ota_host_verify_image(const esp_partition_t *p) {
             err = ESP_FAIL;
             goto out;
         }
-        if ((err = flash_read(p->address + len, stored, sizeof(stored))) != ESP_OK) {
+        if ((err = image_read(p->address + len, stored, sizeof(stored))) != ESP_OK) {
             goto out;
         }
         err = ESP_ERR_IMAGE_INVALID;

@@ -1,0 +1,92 @@
+"""Boards the device suite runs on: a real ESP32 over USB serial (mpremote's transport), or the
+simulated ESP32 (MicroPython unix port or CPython) with the same interface, so that the suite's
+code is exercised here too."""
+
+from __future__ import annotations
+
+import time
+
+from mpota import push, simdev
+
+
+class BoardError(RuntimeError):
+    pass
+
+
+class SimBoard:
+    def __init__(self, flash, runtime: str, cwd):
+        self.flash = flash
+        self.runtime = runtime
+        self.cwd = cwd
+        self.name = f"simulated ESP32 ({runtime})"
+
+    def exec(self, code: str, timeout: float = 120) -> str:
+        r = simdev.run(self.flash, code, self.runtime, cwd=self.cwd, timeout=timeout)
+        if r.returncode != 0:
+            raise BoardError(r.stdout + r.stderr)
+        return r.stdout
+
+    def reset(self) -> None:
+        self.exec("import machine\nmachine.reset()")
+
+    def push(self, image: bytes, backend: str | None = None) -> str:
+        p = simdev.spawn(
+            self.flash, push.receiver_code(image, backend=backend), self.runtime, cwd=self.cwd
+        )
+
+        def write(b):
+            p.stdin.write(b)
+            p.stdin.flush()
+
+        try:
+            return push.run(p.stdout.readline, write, image)
+        finally:
+            p.stdin.close()
+            p.wait(timeout=120)
+            p.stdout.close()
+            p.stderr.close()
+
+
+class SerialBoard:
+    """An ESP32 on a serial port, running MicroPython with the ota package installed."""
+
+    def __init__(self, port: str, baudrate: int = 115200):
+        self.port = port
+        self.baudrate = baudrate
+        self.name = f"ESP32 on {port}"
+        self.t = None
+        self._connect()
+
+    def _connect(self, attempts: int = 20) -> None:
+        from mpremote.transport_serial import SerialTransport
+
+        for _ in range(attempts):
+            try:
+                self.t = SerialTransport(self.port, baudrate=self.baudrate)
+                self.t.enter_raw_repl(soft_reset=False)
+                return
+            except Exception:
+                time.sleep(1)
+        raise BoardError(f"no MicroPython REPL on {self.port}")
+
+    def exec(self, code: str, timeout: float = 120) -> str:
+        out, err = self.t.exec_raw(code, timeout=timeout)
+        if err:
+            raise BoardError((out + err).decode(errors="replace"))
+        return out.decode(errors="replace").replace("\r\n", "\n")
+
+    def reset(self) -> None:
+        self.t.exec_raw_no_follow("import machine\nmachine.reset()")
+        self.t.close()
+        time.sleep(3)
+        self._connect()
+
+    def push(self, image: bytes, backend: str | None = None) -> str:
+        self.t.exec_raw_no_follow(push.receiver_code(image, backend=backend))
+        digest = push.run(self.t.serial.readline, self.t.serial.write, image)
+        self.t.follow(timeout=30)
+        return digest
+
+    def close(self) -> None:
+        if self.t:
+            self.t.close()

@@ -1,0 +1,63 @@
+"""The device suite: on an ESP32 running MicroPython with the ota package (with or without the
+native module), given OTA_DEVICE_PORT (its serial port) and OTA_DEVICE_FIRMWARE (a
+micropython.bin for it); and always on the simulated ESP32, so that its code runs here too.
+
+  OTA_DEVICE_PORT=/dev/ttyUSB0 OTA_DEVICE_FIRMWARE=micropython.bin pytest tests/device -k serial
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import RUNTIMES, image
+from mpota import simdev
+
+import device.scenarios as sc
+from device.board import SerialBoard, SimBoard
+
+PORT = os.environ.get("OTA_DEVICE_PORT")
+FIRMWARE = os.environ.get("OTA_DEVICE_FIRMWARE")
+BOARDS = [f"sim-{r}" for r in RUNTIMES] + ["serial"]
+
+
+@pytest.fixture(params=BOARDS)
+def board(request, tmp_path):
+    if request.param == "serial":
+        if not PORT or not FIRMWARE:
+            pytest.skip(
+                "no board: set OTA_DEVICE_PORT to an ESP32's serial port and "
+                "OTA_DEVICE_FIRMWARE to a micropython.bin (app image) for it"
+            )
+        b = SerialBoard(PORT)
+        yield b, Path(FIRMWARE).read_bytes()
+        b.close()
+        return
+    runtime = request.param[4:]
+    if runtime == "cpython-native":
+        request.getfixturevalue("native_lib")
+    flash = tmp_path / "flash.bin"
+    simdev.create(flash, image("v1.22.0", 600_032))
+    yield SimBoard(flash, runtime, tmp_path), image("v1.23.0", 500_016)
+
+
+def test_two_updates_in_a_row(board):
+    b, img = board
+    sc.two_updates_in_a_row(b, img)
+
+
+def test_rollback_across_resets(board):
+    b, img = board
+    sc.rollback_across_resets(b, img)
+
+
+def test_bad_inputs_leave_the_boot_slot(board):
+    b, img = board
+    messages = sc.bad_inputs_leave_the_boot_slot(b, img)
+    assert set(messages) == set(sc.bad_inputs(img))
+
+
+def test_backends_agree(board):
+    b, img = board
+    if not sc.has_native(b):
+        pytest.skip(f"{b.name} has no native _ota module")
+    sc.backends_agree(b, img)

@@ -1,0 +1,61 @@
+"""The benchmarks and the power-cut campaign run and their figures hold together (small sizes
+here; `make bench` and `make powercut` run the full ones)."""
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import cpu, flashtime, powercut  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _lib(native_lib):
+    pass
+
+
+def test_flash_time_model():
+    rows = flashtime.measure([65536, 200_032])
+    by = {(r["size"], r["strategy"].split(",")[0] + r["strategy"][-8:]): r for r in rows}
+    assert flashtime.table(rows).count("\n") == len(rows) + 1
+    for r in rows:
+        assert r["ratio"] >= 0.999 and r["seconds"] > 0
+    small = [r for r in rows if r["size"] == 200_032]
+    pure4 = next(r for r in small if r["strategy"].startswith("pure, 4 KB"))
+    native = next(r for r in small if r["strategy"] == "native, length known")
+    floor = next(r for r in small if r["strategy"] == "floor")
+    assert pure4["erase_4k"] == -(-200_032 // 4096) + 1 and pure4["erase_64k"] == 0
+    assert native["erase_64k"] == -(-200_032 // 65536) and native["erase_4k"] == 1
+    assert floor["ratio"] == 1.0 and native["ratio"] < pure4["ratio"] / 2
+    assert by  # every (size, strategy) row is distinct
+    assert len(by) == len(rows)
+
+
+def test_power_cut_campaign_quick(capsys):
+    assert powercut.main(["--quick", "--seed-stride", "0", "--size", "131104"]) == 0
+    out = capsys.readouterr().out
+    assert "0 bricks, 0 failures in all" in out
+    assert out.count("| pure |") == 2 and out.count("| native |") == 2
+
+
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind is not installed")
+def test_instruction_counts(capsys):
+    assert cpu.main(["--size", "200032"]) == 0
+    out = capsys.readouterr().out
+    assert "| native core (C) |" in out and "bytes allocated on the MicroPython heap" in out
+    ratio = float(out.split("pure 64 KB / native = ")[1].split(",")[0])
+    assert ratio > 10  # the C core does far less per byte than the Python path
+
+
+def test_device_benchmark_script_on_the_simulator(sim):
+    r = sim.run((ROOT / "bench" / "device_bench.py").read_text(), timeout=600)
+    lines = [line for line in r.stdout.splitlines() if line.startswith("| ")]
+    backends = {"pure"} | ({"native"} if sim.backend == "native" else set())
+    assert len(lines) == 1 + 6 * len(backends)  # header + backends x verify x 3 sizes
+    assert {line.split("|")[1].strip() for line in lines[1:]} == backends
+    assert all(int(line.split("|")[5]) > 0 for line in lines[1:])
+    assert sim.boot_slot() == "ota_0"  # the running partition boots again
