@@ -21,17 +21,6 @@ from .writer import reboot as _reboot
 
 _STATE = "ota_resume.json"
 _PUBKEY = "ota_pubkey.pem"
-_CHIP_NAMES = {
-    0: "esp32",
-    2: "esp32s2",
-    5: "esp32c3",
-    9: "esp32s3",
-    12: "esp32c2",
-    13: "esp32c6",
-    16: "esp32h2",
-    18: "esp32p4",
-    23: "esp32c5",
-}
 
 
 def _ms():
@@ -406,7 +395,8 @@ def from_json(
     if chip:
         from . import _image
 
-        own = _CHIP_NAMES.get(_image.running_chip(_running()))
+        # "ESP32-S3" -> "esp32s3", the names of esptool and of mpota manifest
+        own = _image.CHIPS.get(_image.running_chip(_running()), "?").lower().replace("-", "")
         if chip != own:
             raise ValueError("The manifest is for %s, but this device is %s." % (chip, own))
     fw = m["firmware"]

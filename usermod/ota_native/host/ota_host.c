@@ -724,6 +724,20 @@ static ota_entry_t *find_entry(esp_ota_handle_t handle) {
     return NULL;
 }
 
+// esp_ota_init_entry(): a handle for an update of partition (NULL: all handles in use).
+static ota_entry_t *new_entry(const esp_partition_t *partition) {
+    for (int i = 0; i < MAX_HANDLES; i++) {
+        ota_entry_t *e = &h.entries[i];
+        if (e->handle == 0) {
+            memset(e, 0, sizeof(*e));
+            e->handle = ++h.last_handle;
+            e->part = partition;
+            return e;
+        }
+    }
+    return NULL;
+}
+
 const esp_partition_t *esp_ota_get_running_partition(void) {
     return ready() ? h.running : NULL;
 }
@@ -770,18 +784,10 @@ esp_err_t esp_ota_begin(const esp_partition_t *partition, size_t image_size,
             return ESP_ERR_OTA_ROLLBACK_INVALID_STATE;
         }
     }
-    ota_entry_t *e = NULL;
-    for (int i = 0; i < MAX_HANDLES && e == NULL; i++) {
-        if (h.entries[i].handle == 0) {
-            e = &h.entries[i];
-        }
-    }
+    ota_entry_t *e = new_entry(partition);
     if (e == NULL) {
         return ESP_ERR_NO_MEM;
     }
-    memset(e, 0, sizeof(*e));
-    e->handle = ++h.last_handle;
-    e->part = partition;
     e->need_erase = image_size == OTA_WITH_SEQUENTIAL_WRITES;
     *out_handle = e->handle;
     if (image_size != OTA_WITH_SEQUENTIAL_WRITES) {
@@ -818,18 +824,10 @@ esp_err_t esp_ota_resume(const esp_partition_t *partition, const size_t erase_si
     if (partition == esp_ota_get_running_partition()) {
         return ESP_ERR_OTA_PARTITION_CONFLICT;
     }
-    ota_entry_t *e = NULL;
-    for (int i = 0; i < MAX_HANDLES && e == NULL; i++) {
-        if (h.entries[i].handle == 0) {
-            e = &h.entries[i];
-        }
-    }
+    ota_entry_t *e = new_entry(partition);
     if (e == NULL) {
         return ESP_ERR_NO_MEM;
     }
-    memset(e, 0, sizeof(*e));
-    e->handle = ++h.last_handle;
-    e->part = partition;
     e->wrote_size = image_offset;
     e->need_erase = erase_size == OTA_WITH_SEQUENTIAL_WRITES;
     *out_handle = e->handle;
