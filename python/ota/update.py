@@ -181,26 +181,34 @@ class _Download:
             return r, 0
         return r, r.start
 
-    def _check_head(self, stream):
-        # The image's own version (its esp_app_desc_t) must be acceptable before anything is
-        # erased; the writer checks the rest of the first bytes.
-        head = bytearray(288)
+    # The image's own version (its esp_app_desc_t) must match the manifest's and be acceptable,
+    # before anything is erased.
+    def _check_image(self, desc):
+        if not desc:
+            return  # no app description: the writer refuses such an image with its own words
+        v = desc[0]
+        if self.o["version"] and v != self.o["version"]:
+            raise ValueError(
+                "The image is version %s, but the manifest says %s: refused."
+                % (v, self.o["version"])
+            )
+        check_version(v, "image", self.o["allow_downgrade"], self.o["backend"])
+
+    # The first 288 bytes (header, segment header, esp_app_desc_t), checked; the writer gets them.
+    def _head(self, stream):
+        from . import _image
+
+        head = bytearray(_image.HEAD)
         got = 0
         mv = memoryview(head)
-        while got < 288:
+        while got < len(head):
             n = stream.readinto(mv[got:])
             if not n:
                 break
             got += n
-        if got == 288 and head[32:36] == b"\x32\x54\xcd\xab":
-            v = bytes(head[48:80]).split(b"\0")[0].decode()
-            if self.o["version"] and v != self.o["version"]:
-                raise ValueError(
-                    "The image is version %s, but the manifest says %s: refused."
-                    % (v, self.o["version"])
-                )
-            check_version(v, "image", self.o["allow_downgrade"], self.o["backend"])
-        return memoryview(head)[:got]
+        if got == len(head):
+            self._check_image(_image.describe(mv[32:]))
+        return mv[:got]
 
     def _writer(self, start):
         args = (
@@ -247,14 +255,9 @@ class _Download:
                 self.say("Resumed at byte %d." % start)
                 from . import _backend
 
-                d = _backend.get(self.o["backend"]).describe(self.ota.part)
-                if d and self.o["version"] and d[0] != self.o["version"]:
-                    raise ValueError(
-                        "The image is version %s, but the manifest says %s: "
-                        "refused." % (d[0], self.o["version"])
-                    )
+                self._check_image(_backend.get(self.o["backend"]).describe(self.ota.part))
             else:
-                self.ota.write(self._check_head(body))
+                self.ota.write(self._head(body))
             self.ota.write_file(body)
             self.say("", end="")
             if tap and self.o["compressed_length"] and tap.n != self.o["compressed_length"]:
