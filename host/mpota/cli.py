@@ -85,10 +85,7 @@ def cmd_sim_run(a) -> int:
     env = simdev.env(a.flash, runtime, a.cut_after)
     if a.hosts:
         env["ESPSIM_HOSTS"] = a.hosts
-    if runtime.startswith("micropython"):
-        cmd = [simdev.micropython_bin(runtime), "-X", f"heapsize={a.heap}"]
-    else:
-        cmd = [sys.executable]
+    cmd = simdev.command(runtime, a.heap)
     cmd += ["-c", a.code] if a.code else [a.script]
     return subprocess.call(cmd, env=env)
 

@@ -129,6 +129,13 @@ def env(
     return e
 
 
+def command(runtime: str = "micropython", heap: str = "2M") -> list[str]:
+    """The interpreter that runs as the simulated device's firmware, without its script."""
+    if runtime.startswith("micropython"):
+        return [micropython_bin(runtime), "-X", f"heapsize={heap}"]
+    return [sys.executable, "-u"]
+
+
 def run(
     path: str | Path,
     code: str,
@@ -143,10 +150,7 @@ def run(
 ) -> subprocess.CompletedProcess:
     """Run `code` as the simulated device's firmware (MicroPython unix port or CPython).
     `hosts` is the simulated LAN's host table ($ESPSIM_HOSTS, see espsim/modules/hosts.py)."""
-    if runtime.startswith("micropython"):
-        cmd = [micropython_bin(runtime), "-X", f"heapsize={heap}", "-c", code]
-    else:
-        cmd = [sys.executable, "-c", code]
+    cmd = command(runtime, heap) + ["-c", code]
     e = env(path, runtime, cut_after, extra_path)
     if hosts:
         e["ESPSIM_HOSTS"] = hosts
@@ -167,10 +171,7 @@ def spawn(
 ) -> subprocess.Popen:
     """Start `code` as the simulated device's firmware with its stdin and stdout on pipes (a
     USB serial line, as far as the firmware can tell)."""
-    if runtime.startswith("micropython"):
-        cmd = [micropython_bin(runtime), "-X", f"heapsize={heap}", "-c", code]
-    else:
-        cmd = [sys.executable, "-u", "-c", code]
+    cmd = command(runtime, heap) + ["-c", code]
     return subprocess.Popen(
         cmd,
         env=env(path, runtime),
