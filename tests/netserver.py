@@ -14,6 +14,13 @@ class FaultyHandler(serve.RangeRequestHandler):
         faults = srv.faults
         srv.log.append((self.path, self.headers.get("Range")))
         firmware = not self.path.endswith(".json")
+        moved = faults.get("redirect", {}).get(self.path)
+        if moved:
+            self.send_response(302)
+            self.send_header("Location", moved)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if firmware and faults.get("status_times", 0) > 0:
             faults["status_times"] -= 1
             self.send_error(faults["status"])

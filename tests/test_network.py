@@ -408,3 +408,48 @@ def test_firmware_without_esp_ota_resume_starts_again(sim, site, tmp_path):
     assert "This firmware cannot resume an update" in r.stdout
     assert firmware_requests(server)[-1] is None
     assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
+
+
+def test_redirects_are_followed(sim, site, tmp_path):
+    www, server, base = site
+    write_manifest(www, firmware="old/micropython.bin")
+    server.faults["redirect"] = {
+        "/moved.json": base + "/manifest.json",
+        "/old/micropython.bin": "/micropython.bin",
+    }
+    result, out = update(sim, base + "/moved.json", cwd=tmp_path)
+    assert result == "ok", out
+    assert [p for p, _ in server.log] == [
+        "/moved.json",
+        "/manifest.json",
+        "/old/micropython.bin",
+        "/micropython.bin",
+    ]
+    assert sim.boot_slot() == "ota_1"
+
+
+def test_resumed_download_still_checks_the_image_version(sim, site, tmp_path):
+    # After a reboot the image's first bytes are on flash, not in the stream: its app
+    # description is read from the slot and checked as a fresh download's would be.
+    www, server, base = site
+    write_manifest(www)
+    code = DEVICE.format(
+        fn="from_json", url=base + "/manifest.json", kw=f", progress={RESET_MIDWAY}"
+    )
+    sim.run(code, cwd=tmp_path)
+    assert json.loads((tmp_path / "ota_resume.json").read_text())["offset"] == 196608
+    result, out = update(
+        sim,
+        base + "/micropython.bin",
+        fn="from_file",
+        cwd=tmp_path,
+        sha=sha256(NEW),
+        length=len(NEW),
+        version="v1.23.5",
+    )
+    assert "Resumed at byte 196608." in out, out
+    assert result == (
+        "ValueError The image is version v1.23.0, but the manifest says v1.23.5: refused."
+    )
+    assert not (tmp_path / "ota_resume.json").exists()  # that partial image is of no use
+    assert sim.boot_slot() == "ota_0"

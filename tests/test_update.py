@@ -261,3 +261,22 @@ def test_power_cut_during_an_update_never_bricks(sim, tmp_path):
         sim.power_on()
         assert sim.running() == ("ota_1" if cut >= total else "ota_0"), cut
         assert sim.region("ota_0") == old
+
+
+def test_rollback_cancel_on_firmware_without_ota(make_sim):
+    from conftest import FACTORY_ONLY
+
+    sim = make_sim(FACTORY_ONLY)
+    r = sim.run("import ota.rollback\nprint(ota.rollback.cancel())")
+    assert r.stdout.splitlines() == [
+        "ota.rollback.cancel(): The bootloader does not support OTA rollback.",
+        "False",
+    ]
+    r = sim.run("""
+import ota.rollback
+try:
+    ota.rollback.force()
+except OSError as e:
+    print(e.args)
+""")
+    assert r.stdout.strip() == "(2, 'No previous OTA partition to roll back to.')"
