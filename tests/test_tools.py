@@ -3,6 +3,8 @@ device-side receiver runs under the MicroPython unix port (and CPython) fed thro
 
 import http.client
 import json
+import re
+import socket
 
 import pytest
 from conftest import image, sha256
@@ -87,7 +89,34 @@ def test_serve_answers_ranges(tmp_path):
         assert status == 206 and body == NEW[10:20] and h["Content-Length"] == "10"
         status, h, _ = get(f"bytes={len(NEW)}-")
         assert status == 416 and h["Content-Range"] == f"bytes */{len(NEW)}"
+        # RFC 7233 suffix ranges: the last n bytes (all of them when n exceeds the size).
+        status, h, body = get("bytes=-500")
+        assert status == 206 and body == NEW[-500:]
+        assert h["Content-Range"] == f"bytes {len(NEW) - 500}-{len(NEW) - 1}/{len(NEW)}"
+        status, _, body = get(f"bytes=-{len(NEW) + 10}")
+        assert status == 206 and body == NEW
+        assert get("bytes=-0")[0] == 416
+        assert get("bytes=-")[0] == 400
     finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_serve_closes_idle_connections(tmp_path):
+    (tmp_path / "f.bin").write_bytes(b"x" * 100)
+    server = serve.start(tmp_path, idle_timeout=0.5)
+    conns = []
+    try:
+        for _ in range(20):
+            conns.append(socket.create_connection(server.server_address[:2], timeout=10))
+        conns[0].sendall(b"GET /f.bin HTTP/1.0\r\n")  # headers never finished
+        # Each silent connection is closed by the server (recv returns b""), long before the
+        # client's own 10 s timeout would have expired.
+        assert [c.recv(100) for c in conns[1:]] == [b""] * 19
+        assert conns[0].recv(100) == b""
+    finally:
+        for c in conns:
+            c.close()
         server.shutdown()
         server.server_close()
 
@@ -149,3 +178,33 @@ def test_push_reports_device_errors(sim, tmp_path):
 def test_push_notices_a_silent_device(sim, tmp_path):
     with pytest.raises(push.PushError, match="stopped answering after 0 of"):
         _push(sim, tmp_path, NEW, "print('hello')")
+
+
+def test_push_receiver_gives_up_when_the_pc_stops(sim, tmp_path):
+    # The PC sends half of the first chunk, then nothing, with the line still open: the device
+    # stops waiting after `timeout` seconds, says why, and leaves the boot partition alone.
+    code = push.receiver_code(NEW).replace(")\n", ", timeout=1)\n")
+    p = simdev.spawn(sim.path, code, sim.runtime, cwd=tmp_path)
+    try:
+        assert p.stdout.readline().strip() == b"OTA>4096"
+        p.stdin.write(NEW[:2000])
+        p.stdin.flush()
+        line = p.stdout.readline().decode()
+        # OSError(ETIMEDOUT): CPython names it TimeoutError.
+        assert re.match(r"OTA:error (OSError|TimeoutError): .*no data from the PC for 1 s", line)
+        assert "after 2000 bytes" in line
+        assert p.wait(timeout=60) == 0
+    finally:
+        p.kill()
+        p.stdin.close()
+        p.stdout.close()
+        p.stderr.close()
+    assert sim.boot_slot() == "ota_0"
+
+
+@pytest.mark.parametrize("arg", ["chunk=0", "chunk=-4096", "timeout=0"])
+def test_push_receiver_refuses_bad_arguments(sim, tmp_path, arg):
+    code = push.receiver_code(NEW).replace(")\n", ", %s)\n" % arg).replace("chunk=4096, ", "")
+    with pytest.raises(push.PushError, match="ValueError: (chunk|timeout) must be a positive"):
+        _push(sim, tmp_path, NEW, code)
+    assert sim.boot_slot() == "ota_0"

@@ -10,7 +10,8 @@ import os
 import re
 import threading
 
-_RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+IDLE_TIMEOUT = 60  # seconds a connection may stay silent before the server closes it
 
 
 class _Slice:
@@ -31,9 +32,12 @@ class _Slice:
 
 
 class RangeRequestHandler(http.server.SimpleHTTPRequestHandler):
-    """SimpleHTTPRequestHandler, plus single byte ranges (206 / 416)."""
+    """SimpleHTTPRequestHandler, plus single byte ranges (RFC 7233: `a-b`, `a-` and the suffix
+    `-n`, answered 206; 416 when unsatisfiable). A connection that stays silent for `timeout`
+    seconds is closed, so that idle or slow clients cannot hold the server's threads."""
 
     quiet = False
+    timeout = IDLE_TIMEOUT
 
     def log_message(self, fmt, *args):
         if not self.quiet:
@@ -52,12 +56,15 @@ class RangeRequestHandler(http.server.SimpleHTTPRequestHandler):
             self.send_error(404, "File not found")
             return None
         size = os.fstat(f.fileno()).st_size
-        if not m:
+        if not m or not (m.group(1) or m.group(2)):
             f.close()
             self.send_error(400, "Only single byte ranges are served")
             return None
-        start = int(m.group(1))
-        end = min(int(m.group(2)) if m.group(2) else size - 1, size - 1)
+        if m.group(1):
+            start = int(m.group(1))
+            end = min(int(m.group(2)) if m.group(2) else size - 1, size - 1)
+        else:  # suffix range: the last n bytes
+            start, end = max(size - int(m.group(2)), 0), size - 1
         if start >= size or end < start:
             f.close()
             self.send_response(416)
@@ -82,10 +89,12 @@ def start(
     handler: type = RangeRequestHandler,
     quiet: bool = True,
     tls=None,
+    idle_timeout: float = IDLE_TIMEOUT,
 ):
     """Serve `directory` in a background thread; returns the server (.server_address).
-    tls: a server-side ssl.SSLContext, for https."""
-    cls = type("Handler", (handler,), {"quiet": quiet})
+    tls: a server-side ssl.SSLContext, for https; idle_timeout: seconds after which a silent
+    connection is closed."""
+    cls = type("Handler", (handler,), {"quiet": quiet, "timeout": idle_timeout})
     server = http.server.ThreadingHTTPServer(
         (host, port), functools.partial(cls, directory=str(directory))
     )
