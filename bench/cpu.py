@@ -186,6 +186,7 @@ def native(work: Path, length: int) -> dict:
             NATIVE / "host" / f
             for f in (
                 "ota_host.c",
+                "soc_host.c",
                 "flash_host.c",
                 "esp_partition_host.c",
                 "esp_image_format_host.c",

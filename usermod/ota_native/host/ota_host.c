@@ -1,10 +1,13 @@
 // Host backend: the ESP-IDF functions the OTA core calls, with ESP-IDF's behaviour, over a flash
 // image file, so that the core runs on a PC (C tests, MicroPython's unix port). One file per
 // ESP-IDF component it stands for, ESP-IDF v5.3-v5.5:
+//   soc_host.c              components/soc/<chip>/include/soc/soc.h and the bootloader's
+//                           bootloader.ld: each chip's memory map
 //   flash_host.c            components/spi_flash/esp_flash_api.c (the flash chip, power cuts)
 //   esp_partition_host.c    components/esp_partition (partition.c, partition_target.c)
 //   esp_image_format_host.c components/bootloader_support (esp_image_format.c,
-//                           bootloader_common_loader.c): esp_image_verify()
+//                           bootloader_common_loader.c): esp_image_verify() and the
+//                           bootloader's load checks
 //   app_update_host.c       components/app_update/esp_ota_ops.c (esp_ota_*, otadata)
 // This file is the simulated device itself: its flash file and "<flash>.state" (written by
 // the simulator, sim/espsim/device.py), esp_restart() and esp_err_to_name().
@@ -24,35 +27,17 @@ static bool opened;
 
 // ---- Opening the device
 
-static uint16_t chip_id_of(const char *name) {
-    static const struct {
-        const char *name;
-        uint16_t id;
-    } chips[] = {
-        {"esp32", 0}, {"esp32s2", 2}, {"esp32c3", 5}, {"esp32s3", 9}, {"esp32c2", 12},
-        {"esp32c6", 13}, {"esp32h2", 16}, {"esp32p4", 18}, {"esp32c5", 23},
-    };
-    for (size_t i = 0; i < sizeof(chips) / sizeof(chips[0]); i++) {
-        if (strcmp(chips[i].name, name) == 0) {
-            return chips[i].id;
-        }
-    }
-    return 0xFFFF;
-}
-
 // <flash>.state: key=value lines (sim/espsim/device.py)
 static uint32_t read_state(void) {
     uint32_t running = 0;
-    ota_host_device.chip_id = 0;
-    ota_host_device.chip_rev = 300;
+    bool rev_given = false;
+    ota_host_device.chip = host_chip_by_name("esp32");
+    ota_host_device.chip_rev = 0;
     ota_host_device.rollback = true;
     char p[512], line[128];
     snprintf(p, sizeof(p), "%s.state", ota_host_device.path);
     FILE *f = fopen(p, "r");
-    if (f == NULL) {
-        return 0;
-    }
-    while (fgets(line, sizeof(line), f)) {
+    while (f && fgets(line, sizeof(line), f)) {
         char *eq = strchr(line, '=');
         if (eq == NULL) {
             continue;
@@ -63,14 +48,22 @@ static uint32_t read_state(void) {
         if (strcmp(line, "running") == 0) {
             running = strtoul(val, NULL, 0);
         } else if (strcmp(line, "chip") == 0) {
-            ota_host_device.chip_id = chip_id_of(val);
+            ota_host_device.chip = host_chip_by_name(val);
         } else if (strcmp(line, "chip_rev") == 0) {
             ota_host_device.chip_rev = strtoul(val, NULL, 0);
+            rev_given = true;
         } else if (strcmp(line, "rollback") == 0) {
             ota_host_device.rollback = strtoul(val, NULL, 0) != 0;
         }
     }
-    fclose(f);
+    if (f) {
+        fclose(f);
+    }
+    const host_chip_t *chip = ota_host_device.chip;
+    ota_host_device.chip_id = chip ? chip->chip_id : 0xFFFF; // ESP_CHIP_ID_INVALID
+    if (!rev_given) {
+        ota_host_device.chip_rev = chip ? chip->default_rev : 0;
+    }
     return running;
 }
 

@@ -19,10 +19,29 @@
 // the emulation's cost from the code under test.
 #define EMULATION __attribute__((noinline))
 
+// soc_host.c: a chip's memory map (soc.h), its 2nd stage bootloader's RAM (bootloader.ld).
+typedef struct {
+    uint32_t lo, hi; // [lo, hi); {0, 0}: the chip has no such memory
+} host_range_t;
+
+typedef struct {
+    const char *name; // "esp32c3", as in "<flash>.state"
+    uint16_t chip_id; // esp_chip_id_t
+    unsigned default_rev; // revision of a simulated chip whose state names none
+    bool mmu_page_configurable; // SOC_MMU_PAGE_SIZE_CONFIGURABLE
+    bool diram_inverted; // SOC_DIRAM_INVERTED
+    host_range_t drom, irom, dram, iram, diram_dram, diram_iram, rtc_iram, rtc_dram, rtc_slow;
+    uint32_t rom_stack_start;
+    host_range_t bl_dram, bl_loader; // _dram_start.._dram_end, _loader_text_start.._end
+} host_chip_t;
+
+const host_chip_t *host_chip_by_name(const char *name);
+
 // ota_host.c: the simulated device, from "<flash>.state" (sim/espsim/device.py).
 typedef struct {
     char path[480];
     const esp_partition_t *running;
+    const host_chip_t *chip; // NULL: a chip the host backend does not know
     uint16_t chip_id;
     unsigned chip_rev;
     bool rollback;
