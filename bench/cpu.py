@@ -2,9 +2,9 @@
 (repeatable, unlike times on a shared machine), with the flash emulation's cost kept apart.
 
 - native: the C core over the host backend (bench/cpu_native.c). Inclusive costs of the update
-  function and of the emulated chip's operations (flash_read/_program/_erase, never inlined)
-  give "core + ESP-IDF logic" = update - emulation; SHA-256 is shown on its own, since an ESP32
-  runs it on its SHA hardware.
+  function and of the emulated chip's operations (host_flash_read/_program, flash_erase, never
+  inlined) give "core + ESP-IDF logic" = update - emulation; SHA-256 is shown on its own, since
+  an ESP32 runs it on its SHA hardware.
 - pure: the ota package under the MicroPython unix port, over the simulator. The same update is
   run (A); its flash calls are replayed from a trace with (B) and without (D) making them, so
   that B - D is the simulator's work; with the imports alone (C), the package's own cost is
@@ -182,7 +182,17 @@ def native(work: Path, length: int) -> dict:
         NATIVE / "ota_core.c",
         NATIVE / "ota_sha256.c",
         NATIVE / "ota_sig.c",
-        NATIVE / "host" / "ota_host.c",
+        *(
+            NATIVE / "host" / f
+            for f in (
+                "ota_host.c",
+                "soc_host.c",
+                "flash_host.c",
+                "esp_partition_host.c",
+                "esp_image_format_host.c",
+                "app_update_host.c",
+            )
+        ),
         ROOT / "bench" / "cpu_native.c",
     ]
     subprocess.run(
@@ -207,7 +217,7 @@ def native(work: Path, length: int) -> dict:
     c = inclusive(out)
     update = c["run_update"]
     idf_verify = c["ota_host_verify_image"]  # ESP-IDF's esp_image_verify, with its reads
-    emulation = sum(c.get(f, 0) for f in ("flash_read", "flash_program", "flash_erase"))
+    emulation = sum(c.get(f, 0) for f in ("host_flash_read", "host_flash_program", "flash_erase"))
     emulation -= c.get("image_read", 0)  # the reads inside idf_verify
     sha = sum(v for k, v in c.items() if re.fullmatch(r"mbedtls_sha256_update(_ret)?", k))
     sha -= c.get("image_sha", 0)

@@ -69,6 +69,7 @@ def build_c() -> None:
 
 
 @functools.cache
+@functools.lru_cache(maxsize=32)
 def image(version: str = "v1.23.0", size: int | None = None, chip: str = "esp32") -> bytes:
     return images.app_image(version, size=size, chip=chip)
 
@@ -170,14 +171,34 @@ ONE_OTA_SLOT = (
 )
 
 
+# The device scenarios run on the ESP32 under every runtime, and on one Xtensa (ESP32-S3) and one
+# RISC-V (ESP32-C3) chip under one runtime each: `@chip_runs` on a test that uses `sim`,
+# `make_sim` or `chip`.
+CHIP_RUNS = [pytest.param("esp32", r, id=r) for r in RUNTIMES] + [
+    pytest.param("esp32s3", "micropython", id="esp32s3-micropython"),
+    pytest.param("esp32c3", "cpython-native", id="esp32c3-cpython-native"),
+]
+chip_runs = pytest.mark.parametrize(("chip", "runtime"), CHIP_RUNS)
+
+
 @pytest.fixture
-def make_sim(tmp_path: Path, runtime: str):
-    """make_sim(csv=None, firmware=None, **create_args): a booted simulated ESP32."""
+def chip() -> str:
+    """The simulated chip (espsim.chips); ESP32 unless a test is marked @chip_runs."""
+    return "esp32"
+
+
+@pytest.fixture
+def make_sim(request, tmp_path: Path, runtime: str, chip: str):
+    """make_sim(csv=None, firmware=None, **create_args): a booted simulated chip (`chip`)."""
+    if runtime == "cpython-native":
+        request.getfixturevalue("native_lib")
 
     def make(csv: str | None = None, firmware: bytes | None = None, **kw) -> Sim:
         path = tmp_path / "flash.bin"
         table = inspect.table_from_csv(csv) if csv else None
-        simdev.create(path, firmware or image("v1.22.0", 1_400_000), table=table, **kw)
+        kw.setdefault("chip", chip)
+        fw = firmware or image("v1.22.0", 1_400_000, chip=kw["chip"])
+        simdev.create(path, fw, table=table, **kw)
         return Sim(path, runtime)
 
     return make
@@ -185,7 +206,8 @@ def make_sim(tmp_path: Path, runtime: str):
 
 @pytest.fixture
 def sim(make_sim) -> Sim:
-    """A 4 MB ESP32 with the seed's partition table, running micropython v1.22.0 from ota_0."""
+    """A 4 MB ESP32 (or `chip`) with the seed's partition table, running micropython v1.22.0
+    from ota_0."""
     return make_sim()
 
 

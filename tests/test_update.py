@@ -8,12 +8,24 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import image, sha256
-from espsim import otadata
+from conftest import chip_runs, image, sha256
+from espsim import chips, device, otadata
 from mpota import images, simdev
 
 V23 = image("v1.23.0", images.SEED_IMAGE_SIZE)
 V24 = image("v1.24.0", 1_300_000)
+
+
+# The main update flows also run on an ESP32-S3 and an ESP32-C3 (@chip_runs), with their images.
+@pytest.fixture
+def v23(chip):
+    return image("v1.23.0", images.SEED_IMAGE_SIZE, chip=chip)
+
+
+@pytest.fixture
+def v24(chip):
+    return image("v1.24.0", 1_300_000, chip=chip)
+
 
 UPDATE = """
 from ota.writer import OTA
@@ -31,8 +43,11 @@ def update(sim, tmp_path, fw, reset=True, extra=""):
     sim.run(code + (RESET if reset else ""), cwd=tmp_path)
 
 
-def test_update_reboot_confirm(sim, tmp_path):
-    update(sim, tmp_path, V23)
+@chip_runs
+def test_update_reboot_confirm(sim, tmp_path, v23, v24, chip):
+    assert device.read_state(str(sim.path))["chip"] == chip
+    assert int.from_bytes(v23[12:14], "little") == chips.get(chip).chip_id
+    update(sim, tmp_path, v23)
     assert sim.running() == "ota_1"
     assert sim.state("ota_1") == otadata.PENDING_VERIFY
     sim.run(CONFIRM)
@@ -40,12 +55,13 @@ def test_update_reboot_confirm(sim, tmp_path):
     for _ in range(2):
         sim.power_on()
         assert sim.running() == "ota_1"
-    assert sim.region("ota_1")[: len(V23)] == V23
+    assert sim.region("ota_1")[: len(v23)] == v23
 
 
-def test_unconfirmed_update_rolls_back(sim, tmp_path):
+@chip_runs
+def test_unconfirmed_update_rolls_back(sim, tmp_path, v23, v24):
     old = sim.region("ota_0")
-    update(sim, tmp_path, V23)
+    update(sim, tmp_path, v23)
     assert sim.running() == "ota_1"
     sim.power_on()  # the new firmware never called stop_rollback()
     assert sim.running() == "ota_0"
@@ -53,28 +69,30 @@ def test_unconfirmed_update_rolls_back(sim, tmp_path):
     assert sim.state("ota_0") == otadata.VALID
     assert sim.region("ota_0") == old
     # The old firmware can update again, into the same slot.
-    update(sim, tmp_path, V24)
+    update(sim, tmp_path, v24)
     assert sim.running() == "ota_1"
     sim.run(CONFIRM)
     sim.power_on()
     assert sim.running() == "ota_1"
 
 
-def test_two_updates_in_a_row(sim, tmp_path):
-    update(sim, tmp_path, V23)
+@chip_runs
+def test_two_updates_in_a_row(sim, tmp_path, v23, v24):
+    update(sim, tmp_path, v23)
     sim.run(CONFIRM)
-    update(sim, tmp_path, V24)
+    update(sim, tmp_path, v24)
     assert sim.running() == "ota_0"
     sim.run(CONFIRM)
     r = sim.run("from ota.status import slots\nprint(slots())")
     assert "'v1.24.0', 'micropython'" in r.stdout and "'v1.23.0', 'micropython'" in r.stdout
     sim.power_on()
     assert sim.running() == "ota_0"
-    assert sim.region("ota_0")[: len(V24)] == V24
+    assert sim.region("ota_0")[: len(v24)] == v24
 
 
-def test_force_and_cancel_force(sim, tmp_path):
-    update(sim, tmp_path, V23)
+@chip_runs
+def test_force_and_cancel_force(sim, tmp_path, v23, v24):
+    update(sim, tmp_path, v23)
     sim.run(CONFIRM)
     r = sim.run("import ota.rollback\nprint(ota.rollback.force())")
     assert r.stdout.strip() == "ota_0"
@@ -91,10 +109,11 @@ def test_force_and_cancel_force(sim, tmp_path):
     assert sim.state("ota_0") == otadata.VALID
 
 
-def test_update_while_pending_verify_confirms_the_running_firmware(sim, tmp_path):
-    update(sim, tmp_path, V23)
+@chip_runs
+def test_update_while_pending_verify_confirms_the_running_firmware(sim, tmp_path, v23, v24):
+    update(sim, tmp_path, v23)
     assert sim.state("ota_1") == otadata.PENDING_VERIFY
-    (tmp_path / "v24.bin").write_bytes(V24)
+    (tmp_path / "v24.bin").write_bytes(v24)
     r = sim.run(
         """
 from ota.writer import OTA
@@ -108,7 +127,7 @@ with open("v24.bin", "rb") as f, OTA() as ota:
     assert sim.boot_slot() == "ota_0"
     sim.power_on()
     assert sim.running() == "ota_0"
-    assert sim.region("ota_0")[: len(V24)] == V24
+    assert sim.region("ota_0")[: len(v24)] == v24
 
 
 def test_reboot_after_update(sim, tmp_path):

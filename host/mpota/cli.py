@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from espsim import chips
+
 from . import images, inspect, simdev
 
 
@@ -49,20 +51,41 @@ def cmd_image(a) -> int:
     return 0
 
 
+def _chip_rev(s: str) -> int:
+    """A chip revision as esptool prints it ("v0.4", "1.0") or major * 100 + minor ("4")."""
+    major, dot, minor = s.lstrip("v").partition(".")
+    try:
+        return int(major) * 100 + int(minor) if dot else int(major)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a chip revision: {s!r} (e.g. v0.4)") from None
+
+
 def cmd_sim_create(a) -> int:
     if a.firmware:
         fw = Path(a.firmware).read_bytes()
     else:
-        fw = images.app_image(a.version, chip=a.chip)
+        try:
+            fw = images.app_image(a.version, chip=a.chip)
+        except KeyError:
+            print(
+                f"mpota: no built-in test firmware for {chips.get(a.chip).display} yet: "
+                "give one with --firmware",
+                file=sys.stderr,
+            )
+            return 2
     log = simdev.create(
         a.flash,
         fw,
         table=_table(a.table),
         flash_size=a.flash_size,
         chip=a.chip,
+        chip_rev=a.chip_rev,
         rollback=not a.no_rollback,
     )
-    print(f"{a.flash}: {a.flash_size} bytes of simulated flash")
+    soc = chips.get(a.chip)
+    rev = a.chip_rev if a.chip_rev is not None else soc.default_rev
+    rev = f"v{rev // 100}.{rev % 100}"
+    print(f"{a.flash}: {a.flash_size} bytes of simulated flash, {soc.display} {rev}")
     for line in log:
         print("espsim: " + line)
     return 0
@@ -193,7 +216,18 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--version", default="v1.24.0", help="version of the built-in test firmware")
     s.add_argument("--table", help="partitions.csv (default: the seed's 4 MB OTA layout)")
     s.add_argument("--flash-size", type=_size, default=simdev.FLASH_SIZE)
-    s.add_argument("--chip", default="esp32", choices=["esp32"])
+    s.add_argument(
+        "--chip",
+        default="esp32",
+        choices=sorted(chips.CHIPS),
+        help="the simulated chip (its memory map, chip id and revision: espsim/chips.py)",
+    )
+    s.add_argument(
+        "--chip-rev",
+        type=_chip_rev,
+        default=None,
+        help="chip revision, e.g. v0.4 (default: a common one for the chip)",
+    )
     s.add_argument(
         "--no-rollback",
         action="store_true",

@@ -138,33 +138,44 @@ def app_image(
 
 
 def bootloader_image(chip: str = "esp32", idf_ver: str = "v5.4.2") -> bytes:
-    """A 2nd stage bootloader image: `esp_bootloader_desc_t` (magic byte 0x50) at offset 32 and
-    segments in the bootloader's own RAM (bootloader.ld), as `idf.py bootloader` makes it."""
+    """A 2nd stage bootloader image for `chip`: `esp_bootloader_desc_t` (magic byte 0x50) at
+    offset 32 and segments in the bootloader's own RAM (each chip's bootloader.ld: dram_seg,
+    iram_loader_seg, iram_seg; espsim.chips), as `idf.py bootloader` makes it, with esptool's
+    image class for the chip."""
+    from espsim import chips
+    from esptool import bin_image
+
+    soc = chips.get(chip)
     rng = random.Random(f"bootloader {chip}")
-    img = _image(chip)
+    img = getattr(bin_image, chip.upper() + "FirmwareImage")()
+    img.flash_mode = 2  # DIO
+    img.flash_size_freq = 0x20  # 4MB, 40MHz
+    img.min_rev_full = soc.rev_min_full
+    img.max_rev_full = soc.rev_max_full
     desc = struct.pack("<B3xI", BOOTLOADER_DESC_MAGIC, 1)
     desc += idf_ver.encode().ljust(32, b"\x00") + b"Nov 27 2026 12:00:00".ljust(24, b"\x00")
     desc += bytes(16)
-    img.entrypoint = 0x40080400
-    if chip == "esp32":
-        img.segments = [
-            ELFSection(b".dram0.bootdesc", 0x3FFF0030, desc + rng.randbytes(0x2000), 0),
-            ELFSection(b".iram_loader.text", 0x40078000, rng.randbytes(0x4000), 0),
-            ELFSection(b".iram.text", 0x40080400, rng.randbytes(0x1C00), 0),
-        ]
-    else:
-        img.segments = [
-            ELFSection(b".dram0.bootdesc", 0x3FCD5000, desc + rng.randbytes(0x2000), 0),
-            ELFSection(b".iram_loader.text", 0x403CC000, rng.randbytes(0x4000), 0),
-        ]
+    # ESP32: .dram0.bootdesc follows 0x30 bytes of .dram0.bss at the start of dram_seg
+    dram = soc.bl_dram[0] + (0x30 if chip == "esp32" else 0)
+    img.entrypoint = soc.bl_iram[0]
+    img.segments = [
+        ELFSection(b".dram0.bootdesc", dram, desc + rng.randbytes(0x2000), 0),
+        ELFSection(b".iram_loader.text", soc.bl_loader_iram[0], rng.randbytes(0x4000), 0),
+        ELFSection(b".iram.text", soc.bl_iram[0], rng.randbytes(0x1C00), 0),
+    ]
     return img.save(None)
 
 
 def merged_firmware(app: bytes, table: bytes, bootloader: bytes | None = None) -> bytes:
     """MicroPython's esp32 `firmware.bin` (ports/esp32/makeimg.py): bootloader, partition table
-    and app in one file that is flashed at 0x1000."""
-    bootloader = bootloader or bootloader_image()
-    out = bytearray(b"\xff" * (0x10000 - 0x1000))
+    and app in one file, flashed where the app's chip looks for the bootloader (0x1000 on ESP32
+    and S2, 0 on S3 and C3, ...: CONFIG_BOOTLOADER_OFFSET_IN_FLASH)."""
+    from espsim import chips
+
+    soc = chips.BY_ID[int.from_bytes(app[12:14], "little")]
+    bootloader = bootloader or bootloader_image(soc.name)
+    at = soc.bootloader_offset
+    out = bytearray(b"\xff" * (0x10000 - at))
     out[: len(bootloader)] = bootloader
-    out[0x8000 - 0x1000 : 0x8000 - 0x1000 + len(table)] = table
+    out[0x8000 - at : 0x8000 - at + len(table)] = table
     return bytes(out) + app

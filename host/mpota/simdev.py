@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import espsim
-from espsim import bootloader, device, parttable
+from espsim import bootloader, chips, device, parttable
 
 from . import images
 
@@ -72,18 +72,22 @@ def create(
     table: list[parttable.Part] | None = None,
     flash_size: int = FLASH_SIZE,
     chip: str = "esp32",
-    chip_rev: int = 300,
+    chip_rev: int | None = None,
     rollback: bool = True,
     boot: bool = True,
 ) -> list[str]:
     """Write a flash image as `esptool write_flash` would leave it after flashing MicroPython:
-    bootloader at 0x1000, partition table at 0x8000, otadata erased, `firmware` in the first app
-    partition; then power the chip on once. Returns the boot log."""
+    bootloader where the chip's ROM looks for it (0x1000 on ESP32 and S2, 0 on S3 and C3, ...),
+    partition table at 0x8000, otadata erased, `firmware` in the first app partition; then power
+    the chip on once. `chip_rev` (major * 100 + minor) defaults to the chip's (espsim.chips).
+    Returns the boot log."""
     path = Path(path)
+    soc = chips.get(chip)
+    chip_rev = soc.default_rev if chip_rev is None else chip_rev
     table = parttable.seed_table() if table is None else table
     flash = bytearray(b"\xff" * flash_size)
     boot_img = images.bootloader_image(chip)
-    flash[0x1000 : 0x1000 + len(boot_img)] = boot_img
+    flash[soc.bootloader_offset : soc.bootloader_offset + len(boot_img)] = boot_img
     flash[parttable.OFFSET : parttable.OFFSET + parttable.MAX_LEN] = parttable.build(table)
     apps = sorted((p for p in table if p.type == parttable.TYPE_APP), key=lambda p: p.subtype)
     if not apps:

@@ -7,57 +7,47 @@
 # hash_appended @23), segments {load_addr, data_len} + data, XOR checksum (seed 0xEF) closing a
 # 16-byte block, then SHA-256 of everything before it when hash_appended.
 # esp_app_desc_t (256 bytes) is the first segment's data, at offset 32.
+# Each chip's memory map, MMU page and revisions: espsim/chips.py.
 
 import hashlib
 import struct
 
-from espsim import errors
+from espsim import chips, errors
 
 HEADER_MAGIC = 0xE9
 APP_DESC_MAGIC = 0xABCD5432
 MAX_SEGMENTS = 16
 MAX_FLASH_ADDR = 0x1000000  # ESP_IMAGE_MAX_FLASH_ADDR_SIZE: 16 MB
-MMU_PAGE = 0x10000  # ESP32 flash MMU page
+MMU_PAGE = chips.MMU_PAGE
+STACK_LOAD_HEADROOM = 32768
 
-CHIP_IDS = {
-    "esp32": 0,
-    "esp32s2": 2,
-    "esp32c3": 5,
-    "esp32s3": 9,
-    "esp32c2": 12,
-    "esp32c6": 13,
-    "esp32h2": 16,
-    "esp32p4": 18,
-    "esp32c5": 23,
-}
-
-# ESP32 memory map (components/soc/esp32/include/soc/soc.h)
-DROM = (0x3F400000, 0x3F800000)
-IROM = (0x400D0000, 0x40400000)
-DRAM = (0x3FFAE000, 0x40000000)
-IRAM = (0x40080000, 0x400AA000)
-RTC_IRAM = (0x400C0000, 0x400C2000)
-RTC_DRAM = (0x3FF80000, 0x3FF82000)
-RTC_SLOW = (0x50000000, 0x50002000)
-DIRAM_IRAM = (0x400A0000, 0x400C0000)
-DIRAM_DRAM = (0x3FFE0000, 0x40000000)
-# The ESP32 bootloader's own RAM (components/bootloader/subproject/main/ld/esp32/bootloader.ld):
-# dram_seg, which holds _dram_start.._dram_end, and the loader IRAM.
-BOOTLOADER_DRAM = (0x3FFF0000, 0x3FFF6000)
-BOOTLOADER_LOADER_IRAM = (0x40078000, 0x40080000)
+CHIP_IDS = {}
+for _c in chips.CHIPS.values():
+    CHIP_IDS[_c.name] = _c.chip_id
 
 
 class Invalid(errors.EspError):
-    def __init__(self, reason):
-        super().__init__(errors.ESP_ERR_IMAGE_INVALID, reason)
+    def __init__(self, reason, code=errors.ESP_ERR_IMAGE_INVALID):
+        super().__init__(code, reason)
 
 
 def _in(addr, rng):
-    return rng[0] <= addr < rng[1]
+    return rng is not None and rng[0] <= addr < rng[1]
 
 
-def should_map(addr):
-    return _in(addr, DROM) or _in(addr, IROM)
+def _chip(chip):
+    # A chips.Chip, or the esp_chip_id_t of one.
+    return chip if isinstance(chip, chips.Chip) else chips.BY_ID[chip]
+
+
+def should_map(addr, chip=0):
+    return _chip(chip).should_map(addr)
+
+
+def should_load(addr, chip=0):
+    # should_load() after a reset other than a deep-sleep wake: flash-mapped segments are mapped,
+    # not loaded, and addresses below 0x10000000 (0: esptool's padding) are never loaded.
+    return not _chip(chip).should_map(addr) and addr >= chips.ROM_LOADED_LIMIT
 
 
 def _xor_fold(acc, nbytes):
@@ -75,6 +65,7 @@ class Metadata:
         self.segments = []  # (load_addr, data_len, offset of the data in the partition)
         self.header = None
         self.digest = None
+        self.chip = None
 
 
 def header_fields(hdr):
@@ -93,31 +84,48 @@ def header_fields(hdr):
     }
 
 
-def verify(read, part_addr, part_size, flash_size, chip_id, chip_rev):
-    # read(addr, n) reads absolute flash addresses. Raises Invalid, returns Metadata.
+def verify(read, part_addr, part_size, flash_size, chip, chip_rev):
+    # esp_image_verify(ESP_IMAGE_VERIFY) of an app for chip (a chips.Chip or its chip id) at
+    # revision chip_rev (major * 100 + minor). read(addr, n) reads absolute flash addresses.
+    # Raises Invalid (ESP_FAIL for the chip and revision checks, as
+    # bootloader_common_check_chip_validity() returns), returns Metadata.
+    chip = _chip(chip)
     if part_size > MAX_FLASH_ADDR:
         raise errors.EspError(errors.ESP_ERR_INVALID_ARG, "partition larger than 16MB")
     md = Metadata()
+    md.chip = chip
     hdr = read(part_addr, 24)
     h = header_fields(hdr)
     md.header = h
     sha = hashlib.sha256(hdr) if h["hash_appended"] else None
     if h["magic"] != HEADER_MAGIC:
         raise Invalid("image at 0x%x has invalid magic byte (nothing flashed here?)" % part_addr)
-    if h["chip_id"] != chip_id:
-        raise Invalid("mismatch chip ID, expected %d, found %d" % (chip_id, h["chip_id"]))
+    if h["chip_id"] != chip.chip_id:
+        raise Invalid(
+            "mismatch chip ID, expected %d, found %d (an image for %s on %s)"
+            % (chip.chip_id, h["chip_id"], chips.display_name(h["chip_id"]), chip.display),
+            errors.ESP_FAIL,
+        )
+    found = divmod(chip_rev, 100)
     if chip_rev < h["min_chip_rev_full"]:
         raise Invalid(
-            "chip revision check failed. Required >= v%d.%d" % divmod(h["min_chip_rev_full"], 100)
+            "chip revision check failed. Required >= v%d.%d, found v%d.%d."
+            % (divmod(h["min_chip_rev_full"], 100) + found),
+            errors.ESP_FAIL,
         )
     mx = h["max_chip_rev_full"]
     if mx not in (0, 0xFFFF) and chip_rev > mx:
-        raise Invalid("chip revision check failed. Required <= v%d.%d" % divmod(mx, 100))
+        raise Invalid(
+            "chip revision check failed. Required <= v%d.%d, found v%d.%d."
+            % (divmod(mx, 100) + found),
+            errors.ESP_FAIL,
+        )
     if h["segment_count"] > MAX_SEGMENTS:
         raise Invalid("segment count %d exceeds max %d" % (h["segment_count"], MAX_SEGMENTS))
 
     addr = part_addr + 24
     acc = 0
+    mmu_page = chips.MMU_PAGE
     for i in range(h["segment_count"]):
         if addr + 8 > flash_size:
             raise errors.EspError(errors.ESP_FAIL, "segment header beyond flash")
@@ -128,7 +136,15 @@ def verify(read, part_addr, part_size, flash_size, chip_id, chip_rev):
         data_addr = addr + 8
         if data_len & 3 or data_len >= MAX_FLASH_ADDR:
             raise Invalid("invalid segment length 0x%x" % data_len)
-        if should_map(load_addr) and data_addr % MMU_PAGE != load_addr % MMU_PAGE:
+        if i == 0 and chip.mmu_page_configurable:
+            # SOC_MMU_PAGE_SIZE_CONFIGURABLE: the page size the image was built for, from its
+            # esp_app_desc_t (log2; 0 in images older than the field: CONFIG_MMU_PAGE_SIZE).
+            desc = read(data_addr, 256) if data_addr + 256 <= flash_size else b""
+            if len(desc) < 256 or struct.unpack_from("<I", desc, 0)[0] != APP_DESC_MAGIC:
+                raise Invalid("Failed to fetch app description header!", errors.ESP_FAIL)
+            if desc[0xB4]:
+                mmu_page = 1 << desc[0xB4]
+        if chip.should_map(load_addr) and data_addr % mmu_page != load_addr % mmu_page:
             raise Invalid(
                 "Segment %d load address 0x%08x, doesn't match data 0x%08x"
                 % (i, load_addr, data_addr)
@@ -176,37 +192,63 @@ def _overlap(a0, a1, b0, b1):
     return a0 < b1 and b0 < a1
 
 
-def check_load_addresses(md):
-    # verify_load_addresses() for every segment the bootloader copies to RAM. The bootloader's
-    # stack is not modelled; its static data and loader IRAM are.
+def _diram_dram_to_iram(c, p):
+    if c.diram_inverted:
+        return c.diram_iram[0] + (c.diram_dram[1] - p) - 4
+    return c.diram_iram[0] + (p - c.diram_dram[0])
+
+
+def _diram_iram_to_dram(c, p):
+    if c.diram_inverted:
+        return c.diram_dram[0] + (c.diram_iram[1] - p) - 4
+    return c.diram_dram[0] + (p - c.diram_iram[0])
+
+
+def _load_error(c, load, end, no_recurse=False):
+    # verify_load_addresses(): the reason the bootloader refuses to copy [load, end) to RAM, or
+    # None. The bootloader's stack pointer is taken at SOC_ROM_STACK_START (the least it can
+    # be), its static data and loader IRAM as their bootloader.ld segments.
+    last = end - 1
+    if _in(load, c.dram) and _in(last, c.dram):
+        if _overlap(c.rom_stack_start - STACK_LOAD_HEADROOM, c.rom_stack_start, load, end):
+            return "overlaps bootloader stack"
+        if _overlap(c.bl_dram[0], c.bl_dram[1], load, end):
+            return "overlaps bootloader data"
+        lo, hi = c.diram_dram
+        if not no_recurse and _overlap(lo, hi, load, end):
+            a = _diram_dram_to_iram(c, load if _in(load, c.diram_dram) else lo)
+            b = _diram_dram_to_iram(c, end if _in(last, c.diram_dram) else hi)
+            return _load_error(c, min(a, b), max(a, b), True)
+        return None
+    if _in(load, c.iram) and _in(last, c.iram):
+        if _overlap(c.bl_loader_iram[0], c.bl_loader_iram[1], load, end):
+            return "overlaps loader IRAM"
+        lo, hi = c.diram_iram
+        # esp_ptr_in_diram_iram() is false on chips whose D/IRAM share addresses
+        shared = c.diram_iram[0] == c.diram_dram[0]
+        if not no_recurse and _overlap(lo, hi, load, end):
+            a = _diram_iram_to_dram(c, load if _in(load, c.diram_iram) and not shared else lo)
+            b = _diram_iram_to_dram(c, end if _in(last, c.diram_iram) and not shared else hi)
+            return _load_error(c, min(a, b), max(a, b), True)
+        return None
+    for rng in (c.rtc_iram, c.rtc_dram, c.rtc_slow):
+        if _in(load, rng) and _in(last, rng):
+            return None
+    return "bad load address range"
+
+
+def check_load_addresses(md, chip=None):
+    # The bootloader's load (ESP_IMAGE_LOAD) of a verified image: verify_load_addresses() for
+    # every segment that should_load() copies to RAM; padding (load address 0) and other
+    # segments below 0x10000000 and flash-mapped ones are skipped.
+    c = _chip(chip) if chip is not None else md.chip
     for i, seg in enumerate(md.segments):
         load, n = seg[0], seg[1]
-        if n == 0 or should_map(load):
+        if n == 0 or not should_load(load, c):
             continue
-        end = load + n
-        reason = None
-        if _in(load, DRAM) and _in(end - 1, DRAM):
-            if _overlap(load, end, BOOTLOADER_DRAM[0], BOOTLOADER_DRAM[1]):
-                reason = "overlaps bootloader data"
-        elif _in(load, IRAM) and _in(end - 1, IRAM):
-            if _overlap(load, end, BOOTLOADER_LOADER_IRAM[0], BOOTLOADER_LOADER_IRAM[1]):
-                reason = "overlaps loader IRAM"
-            elif _overlap(load, end, DIRAM_IRAM[0], DIRAM_IRAM[1]):
-                # ESP32 D/IRAM is mapped in reverse word order between the two buses.
-                d0 = DIRAM_DRAM[0] + (DIRAM_IRAM[1] - min(end, DIRAM_IRAM[1]))
-                d1 = DIRAM_DRAM[0] + (DIRAM_IRAM[1] - max(load, DIRAM_IRAM[0]))
-                if _overlap(d0, d1, BOOTLOADER_DRAM[0], BOOTLOADER_DRAM[1]):
-                    reason = "overlaps bootloader data"
-        elif (
-            (_in(load, RTC_IRAM) and _in(end - 1, RTC_IRAM))
-            or (_in(load, RTC_DRAM) and _in(end - 1, RTC_DRAM))
-            or (_in(load, RTC_SLOW) and _in(end - 1, RTC_SLOW))
-        ):
-            pass
-        else:
-            reason = "bad load address range"
+        reason = _load_error(c, load, load + n)
         if reason:
-            raise Invalid("Segment %d 0x%08x-0x%08x invalid: %s" % (i, load, end, reason))
+            raise Invalid("Segment %d 0x%08x-0x%08x invalid: %s" % (i, load, load + n, reason))
 
 
 def app_desc(buf):

@@ -5,7 +5,8 @@
 # 2. with rollback enabled, turn a PENDING_VERIFY otadata entry into ABORTED (the app did not
 #    confirm itself during its first boot), and a selected NEW entry into PENDING_VERIFY;
 # 3. boot ota_[(max valid seq - 1) % app_count], or factory / ota_0 when otadata holds nothing;
-# 4. if that image does not load (esp_image_verify + load address checks), try the slots below
+# 4. if that image does not load (esp_image_verify + load address checks for the chip, skipping
+#    segments it does not load such as esptool's padding), try the slots below
 #    it down to factory, then the slots above it, then test; none: the chip resets forever.
 
 from espsim import appimage, otadata, parttable
@@ -102,7 +103,7 @@ def _try_load(dev, p, log):
         return False
     try:
         md = appimage.verify(
-            dev.flash.read, p.address, p.size, dev.flash.size, dev.chip_id, dev.chip_rev
+            dev.flash.read, p.address, p.size, dev.flash.size, dev.chip, dev.chip_rev
         )
         appimage.check_load_addresses(md)
     except EspError as e:
@@ -127,8 +128,12 @@ def _set_actual_ota_seq(dev, bs, index, initial, log):
 def boot(dev):
     # One power-on of the chip. Returns (partition, log lines); raises Bricked.
     log = []
-    if dev.flash.read(0x1000, 1)[0] != appimage.HEADER_MAGIC:
-        raise Bricked("no 2nd stage bootloader at 0x1000 (invalid header)")
+    at = dev.chip.bootloader_offset
+    if dev.flash.read(at, 1)[0] != appimage.HEADER_MAGIC:
+        raise Bricked(
+            "no 2nd stage bootloader at 0x%x, where the %s ROM looks (invalid header)"
+            % (at, dev.chip.display)
+        )
     try:
         parts = parttable.parse(
             dev.flash.read(parttable.OFFSET, parttable.MAX_LEN), dev.flash.size

@@ -5,20 +5,20 @@
 # <flash>.state holds those facts as key=value lines, so that the C host backend can read the same
 # file:
 #   running=0x10000     address of the partition the bootloader started (0 = not booted yet)
-#   chip=esp32          chip model (only the ESP32 memory map is simulated)
-#   chip_rev=300        chip revision, major * 100 + minor
+#   chip=esp32c3        chip model, one of espsim/chips.py
+#   chip_rev=4          chip revision, major * 100 + minor (default: the chip's, chips.py)
 #   rollback=1          CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
 #   boots=3             number of simulated boots
 
 import os
 
-from espsim import appimage, errors, parttable
+from espsim import chips, errors, parttable
 from espsim.flash import Flash
 
 DEFAULT_STATE = (
     ("running", 0),
     ("chip", "esp32"),
-    ("chip_rev", 300),
+    ("chip_rev", None),
     ("rollback", 1),
     ("boots", 0),
 )
@@ -31,6 +31,7 @@ def read_state(path):
     try:
         f = open(path + ".state")
     except OSError:
+        st["chip_rev"] = chips.get(st["chip"]).default_rev
         return st
     with f:
         for line in f.read().split("\n"):
@@ -39,6 +40,8 @@ def read_state(path):
                 continue
             k, v = line.split("=", 1)
             st[k.strip()] = v.strip() if k.strip() == "chip" else int(v.strip(), 0)
+    if st["chip_rev"] is None:
+        st["chip_rev"] = chips.get(st["chip"]).default_rev
     return st
 
 
@@ -57,7 +60,8 @@ class Device:
         self.path = path
         self.flash = Flash(path, cut_after)
         self.state = read_state(path)
-        self.chip_id = appimage.CHIP_IDS[self.state["chip"]]
+        self.chip = chips.get(self.state["chip"])
+        self.chip_id = self.chip.chip_id
         self.chip_rev = self.state["chip_rev"]
         self.rollback = bool(self.state["rollback"])
         self.parts = None

@@ -77,7 +77,7 @@ def get_next_update_partition(dev, start=None):
 def image_validate(dev, part):
     try:
         return appimage.verify(
-            dev.flash.read, part.address, part.size, dev.flash.size, dev.chip_id, dev.chip_rev
+            dev.flash.read, part.address, part.size, dev.flash.size, dev.chip, dev.chip_rev
         )
     except EspError as e:
         raise EspError(errors.ESP_ERR_OTA_VALIDATE_FAILED, e.detail)

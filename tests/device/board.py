@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from espsim import chips
 from mpota import push, simdev
 
 
@@ -14,11 +15,11 @@ class BoardError(RuntimeError):
 
 
 class SimBoard:
-    def __init__(self, flash, runtime: str, cwd):
+    def __init__(self, flash, runtime: str, cwd, chip: str = "esp32"):
         self.flash = flash
         self.runtime = runtime
         self.cwd = cwd
-        self.name = f"simulated ESP32 ({runtime})"
+        self.name = f"simulated {chips.get(chip).display} ({runtime})"
 
     def exec(self, code: str, timeout: float = 120) -> str:
         r = simdev.run(self.flash, code, self.runtime, cwd=self.cwd, timeout=timeout)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 
+from espsim import chips
 from mpota import images, push
 
 STATE = """
@@ -56,10 +57,15 @@ def rollback_across_resets(board, image: bytes) -> None:
 
 
 def bad_inputs(image: bytes) -> dict[str, tuple[bytes, str | None]]:
-    """name -> (bytes pushed, expected SHA for the receiver or None for the image's own)."""
+    """name -> (bytes pushed, the error message expected), for a board that runs `image`."""
+    own = chips.BY_ID[int.from_bytes(image[12:14], "little")]
+    other = chips.get("esp32c3" if own.name == "esp32s3" else "esp32s3")
     return {
-        "bootloader": (images.bootloader_image(), "This is a bootloader image"),
-        "other chip": (images.app_image("v1.23.0", chip="esp32s3"), "Image is for ESP32-S3"),
+        "bootloader": (images.bootloader_image(own.name), "This is a bootloader image"),
+        "other chip": (
+            images.app_image("v1.23.0", chip=other.name),
+            f"Image is for {other.display}",
+        ),
         "random bytes": (bytes(range(256)) * 64, "Not an ESP32 app image: it starts with 0x00"),
         "truncated": (image[: len(image) // 2], "ESP_ERR_OTA_VALIDATE_FAILED"),
     }

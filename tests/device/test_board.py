@@ -17,7 +17,10 @@ from device.board import SerialBoard, SimBoard
 
 PORT = os.environ.get("OTA_DEVICE_PORT")
 FIRMWARE = os.environ.get("OTA_DEVICE_FIRMWARE")
-BOARDS = [f"sim-{r}" for r in RUNTIMES] + ["serial"]
+# The simulated ESP32 under every runtime; an ESP32-S3 (Xtensa) and an ESP32-C3 (RISC-V) under
+# one runtime each.
+BOARDS = [f"sim-{r}" for r in RUNTIMES]
+BOARDS += ["sim-micropython@esp32s3", "sim-cpython-native@esp32c3", "serial"]
 
 
 @pytest.fixture(params=BOARDS)
@@ -32,12 +35,13 @@ def board(request, tmp_path):
         yield b, Path(FIRMWARE).read_bytes()
         b.close()
         return
-    runtime = request.param[4:]
+    runtime, _, chip = request.param[4:].partition("@")
+    chip = chip or "esp32"
     if runtime == "cpython-native":
         request.getfixturevalue("native_lib")
     flash = tmp_path / "flash.bin"
-    simdev.create(flash, image("v1.22.0", 600_032))
-    yield SimBoard(flash, runtime, tmp_path), image("v1.23.0", 500_016)
+    simdev.create(flash, image("v1.22.0", 600_032, chip=chip), chip=chip)
+    yield SimBoard(flash, runtime, tmp_path, chip), image("v1.23.0", 500_016, chip=chip)
 
 
 def test_two_updates_in_a_row(board):

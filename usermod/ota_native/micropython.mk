@@ -7,7 +7,8 @@ SRC_USERMOD_C += $(OTA_NATIVE_DIR)/modota.c
 SRC_USERMOD_LIB_C += $(OTA_NATIVE_DIR)/ota_core.c
 SRC_USERMOD_LIB_C += $(OTA_NATIVE_DIR)/ota_sha256.c
 SRC_USERMOD_LIB_C += $(OTA_NATIVE_DIR)/ota_sig.c
-SRC_USERMOD_LIB_C += $(OTA_NATIVE_DIR)/host/ota_host.c
+SRC_USERMOD_LIB_C += $(addprefix $(OTA_NATIVE_DIR)/host/,ota_host.c soc_host.c \
+	flash_host.c esp_partition_host.c esp_image_format_host.c app_update_host.c)
 
 CFLAGS_USERMOD += -I$(OTA_NATIVE_DIR) -I$(OTA_NATIVE_DIR)/host/include -I$(OTA_NATIVE_DIR)/host
 CFLAGS_USERMOD += -DOTA_HOST_BACKEND=1

@@ -38,9 +38,13 @@ void ota_host_cut_after(long n);
 bool ota_host_powered(void);
 // ESP-IDF version whose behaviour to follow: 0x0505 (default), 0x0504 or 0x0503.
 void ota_host_set_idf(unsigned version);
-// esp_image_verify(ESP_IMAGE_VERIFY) of the app in a partition: ESP_OK, ESP_ERR_IMAGE_INVALID
-// (0x2002) or a flash error.
+// esp_image_verify(ESP_IMAGE_VERIFY) of the app in a partition, for the chip and revision of
+// the simulated device: ESP_OK, ESP_ERR_IMAGE_INVALID (0x2002), ESP_FAIL (wrong chip or chip
+// revision) or a flash error.
 esp_err_t ota_host_verify_image(const esp_partition_t *p);
+// bootloader_load_image() of the app in a partition, without the copying: the checks of
+// ota_host_verify_image() and the 2nd stage bootloader's load address checks for this chip.
+esp_err_t ota_host_load_image(const esp_partition_t *p);
 // esp_restart() calls this; by default it records "running=0" (the simulator must boot the
 // device) and exits the process.
 void ota_host_on_restart(void (*hook)(void));

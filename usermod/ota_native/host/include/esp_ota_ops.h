@@ -1,5 +1,5 @@
 // Host stand-in for ESP-IDF's esp_ota_ops.h (components/app_update): the OTA functions the core
-// calls, with ESP-IDF's names, error codes and semantics (implemented in ../ota_host.c).
+// calls, with ESP-IDF's names, error codes and semantics (implemented in ../app_update_host.c).
 #ifndef OTA_HOST_ESP_OTA_OPS_H
 #define OTA_HOST_ESP_OTA_OPS_H
 
