@@ -263,3 +263,67 @@ machine.reset()
     assert etype == "ValueError"
     assert sim.flash() == before
     assert sim.state("ota_1") == 1  # still PENDING_VERIFY
+
+
+MISUSE = """
+from ota.writer import OTA
+def attempt(what, fn):
+    try:
+        fn()
+        print(what, "no error")
+    except Exception as e:
+        print(what, type(e).__name__, e)
+small = open("small.bin", "rb").read()
+w = OTA(verbose=False)
+attempt("second writer", lambda: OTA(verbose=False))
+attempt("wrong type", lambda: w.write(12345))
+attempt("write after error", lambda: w.write(small))
+attempt("close after error", lambda: w.close())
+w2 = OTA(verbose=False)
+w2.write(small)
+w2.close()
+attempt("write after close", lambda: w2.write(small))
+attempt("write_file after close", lambda: w2.write_file(open("small.bin", "rb")))
+w3 = OTA(verbose=False)
+w3.abort()
+attempt("write after abort", lambda: w3.write(small))
+attempt("close after abort", lambda: w3.close())
+"""
+
+
+def test_writer_misuse_raises_and_leaves_the_flash_alone(sim, tmp_path):
+    # Writing after close() would erase the tail of the slot just set as boot; a second writer
+    # would corrupt the first one's image; an error must end the session on every backend.
+    small = image("v1.23.0", 200_000)
+    (tmp_path / "small.bin").write_bytes(small)
+    r = sim.run(MISUSE, cwd=tmp_path)
+    lines = {}
+    for line in r.stdout.splitlines():
+        for what in (
+            "second writer",
+            "wrong type",
+            "write after error",
+            "close after error",
+            "write after close",
+            "write_file after close",
+            "write after abort",
+            "close after abort",
+        ):
+            if line.startswith(what + " "):
+                lines[what] = line[len(what) + 1 :]
+    assert lines["second writer"] == (
+        "ValueError Another OTA update is open on 'ota_1': close() or abort() it first."
+    )
+    assert lines["wrong type"].startswith("TypeError")
+    assert lines["write after error"] == "ValueError This OTA update was aborted."
+    assert lines["close after error"] == "ValueError This OTA update was aborted."
+    closed = "ValueError This OTA update is closed: start a new OTA() to write again."
+    assert lines["write after close"] == closed
+    assert lines["write_file after close"] == closed
+    assert lines["write after abort"] == "ValueError This OTA update was aborted."
+    assert lines["close after abort"] == "ValueError This OTA update was aborted."
+    # The one image that was closed is the boot image, intact up to its last byte.
+    assert sim.boot_slot() == "ota_1"
+    assert sim.region("ota_1")[: len(small)] == small
+    sim.power_on()
+    assert sim.running() == "ota_1"

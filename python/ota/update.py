@@ -319,6 +319,11 @@ class _Download:
                 if self.state:
                     _forget(self.state)
                 raise
+            except BaseException:
+                # Ctrl-C or a system exit: close the writer (what is on flash stays resumable).
+                if self.ota:
+                    self.ota.abort()
+                raise
 
 
 def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **kw):

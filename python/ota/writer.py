@@ -16,6 +16,10 @@ _NO_OTA = (
 )
 
 
+# The writer that is open (at most one: two would write the same slot), or None.
+_open = None
+
+
 def _check_sha(sha):
     if isinstance(sha, (bytes, bytearray)):
         sha = bytes(sha).decode()
@@ -61,6 +65,12 @@ class OTA:
         self._reboot = reboot
         self._progress = progress
         self._result = None
+        self._dead = False  # aborted: nothing more goes to flash
+        if _open:
+            raise ValueError(
+                "Another OTA update is open on '%s': close() or abort() it first."
+                % _open.part.info()[4]
+            )
         be = _backend.get(backend)
         self.backend = be.name
         running = Partition(Partition.RUNNING)
@@ -96,6 +106,7 @@ class OTA:
         self._sess = be.session(self.part, running, confirm, length, start)
         self._sess.progress = self._on_progress
         self._line = False  # a progress line is open
+        _set_open(self)
 
     def _print(self, *args, **kw):
         if self._verbose:
@@ -122,29 +133,45 @@ class OTA:
         elif self._progress:
             self._progress(n, self._length)
 
-    # Append data (any bytes-like object) to the image.
+    # Writing is over once the update is closed or aborted: nothing more may reach the flash
+    # (after close() the slot is the boot partition).
+    def _check_open(self):
+        if self._result:
+            raise ValueError("This OTA update is closed: start a new OTA() to write again.")
+        if self._dead:
+            raise ValueError("This OTA update was aborted.")
+
+    # Append data (any bytes-like object) to the image. Any error aborts the update.
     def write(self, data):
+        self._check_open()
         try:
             return self._sess.write(data)
         except BaseException:
             self._end_line()
+            self.abort()
             raise
 
     # Append all of a stream (anything with readinto(), e.g. a file or r.raw of a request).
     def write_file(self, f):
+        self._check_open()
         try:
             return self._sess.write_from(f)
         except BaseException:
             self._end_line()
+            self.abort()
             raise
 
     # Check the image and make it the boot partition. Returns (bytes, sha256 hex).
     def close(self):
         if self._result:
             return self._result
+        self._check_open()
         s = self._sess
         try:
             sha = s.flush()
+        except BaseException:
+            self.abort()
+            raise
         finally:
             self._end_line()
         n = s.nbytes
@@ -156,7 +183,7 @@ class OTA:
             if self._sha and sha != self._sha:
                 raise ValueError("SHA mismatch recv=%s expect=%s." % (sha, self._sha))
         except ValueError:
-            s.abort()
+            self.abort()
             raise
         if self._verify:
             self._print("Verifying %d blocks + %d bytes..." % divmod(n, 4096), end="")
@@ -165,6 +192,7 @@ class OTA:
             s.finish(self._verify)
         except BaseException:
             self._end_line()
+            self.abort()
             raise
         if self._verify:
             self._line = False
@@ -172,7 +200,12 @@ class OTA:
         self._print("SHA256=" + sha)
         # esp_ota_set_boot_partition() checks the whole image (OSError(-5379) if invalid) and
         # only then points otadata at it.
-        s.commit()
+        try:
+            s.commit()
+        except BaseException:
+            self.abort()
+            raise
+        _set_open(None)
         name = self.part.info()[4]
         self._print("OTA Partition '%s' updated successfully." % name)
         self._print("Micropython will be loaded from '%s' on next hard reboot." % name)
@@ -186,7 +219,10 @@ class OTA:
 
     # Give up: the boot partition stays as it was.
     def abort(self):
-        if not self._result:
+        if not self._result and not self._dead:
+            self._dead = True
+            if _open is self:
+                _set_open(None)
             self._sess.abort()
 
     def __enter__(self):
@@ -197,6 +233,11 @@ class OTA:
             self.close()
         else:
             self.abort()
+
+
+def _set_open(w):
+    global _open
+    _open = w
 
 
 def reboot(delay=10):
