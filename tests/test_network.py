@@ -2,6 +2,7 @@
 the simulated device downloading under MicroPython, CPython and the native backend. Each case
 ends with the expected boot slot and a clear message."""
 
+import base64
 import datetime
 import json
 
@@ -268,6 +269,54 @@ def test_bad_signatures_are_refused(sim, site, tmp_path, keys, case):
     assert result.startswith("ValueError " + expect), out
     assert firmware_requests(server) == []  # refused before the image was even requested
     assert sim.boot_slot() == "ota_0"
+
+
+def _sign_form1(m, private_pem):
+    """A manifest signed as earlier versions of `mpota sign` did (canonical form 1)."""
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    sig = key.sign(manifest.canonical(m), ec.ECDSA(hashes.SHA256()))
+    return dict(m, signature=base64.b64encode(sig).decode())
+
+
+@pytest.mark.parametrize("case", ["merged-keys", "form2-to-form1", "retyped", "list-to-text"])
+def test_signed_form_cannot_be_reinterpreted(sim, site, tmp_path, keys, case):
+    # Tampered manifests whose signature would still hold if the signed text were ambiguous.
+    www, server, base = site
+    private, public = keys
+    (tmp_path / "ota_pubkey.pem").write_bytes(public["a"])
+    m = manifest.make(www / "micropython.bin", compression="zlib")
+    if case == "merged-keys":
+        # Form 1 signs "key=value" lines: one key holding "=" and a newline gives the same
+        # lines as two fields, and the device would then check neither.
+        signed = _sign_form1(m, private["a"])
+        forged = {k: v for k, v in signed.items() if not k.startswith("compressed_")}
+        merged = "compressed_length=%d\ncompressed_sha" % m["compressed_length"]
+        forged[merged] = m["compressed_sha"]
+        lines = sorted(f"{k}={v}" for k, v in forged.items() if k != "signature")
+        assert "\n".join(lines) == "\n".join(
+            sorted(f"{k}={v}" for k, v in signed.items() if k != "signature")
+        )
+        expect = "manifest field name 'compressed_length="
+    else:
+        signed = manifest.sign(m, private["a"])
+        assert signed["manifest"] == 2
+        if case == "form2-to-form1":
+            forged = {k: v for k, v in signed.items() if k != "manifest"}
+        elif case == "retyped":
+            forged = dict(signed, length=str(signed["length"]))
+        else:
+            forged = dict(signed, chip=[signed["chip"]])
+        expect = "The manifest's signature does not match the public key: refused."
+    (www / "manifest.json").write_text(json.dumps(forged))
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result.startswith("ValueError " + expect), out
+    assert firmware_requests(server) == []  # refused before the image was requested
+    assert sim.boot_slot() == "ota_0"
+    # The genuine manifest still installs, form 1 included.
+    (www / "manifest.json").write_text(json.dumps(signed))
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result == "ok", out
+    assert sim.boot_slot() == "ota_1"
 
 
 def test_key_given_as_argument(sim, site, tmp_path, keys):

@@ -66,7 +66,8 @@ def test_cli_manifest_keygen_sign(tmp_path):
     )
     signed = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest.verify(signed, (tmp_path / "k.pub").read_bytes())
-    assert {k: v for k, v in signed.items() if k != "signature"} == m
+    assert {k: v for k, v in signed.items() if k not in ("signature", "manifest")} == m
+    assert signed["manifest"] == 2  # canonical form 2
 
 
 def test_serve_answers_ranges(tmp_path):

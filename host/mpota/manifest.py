@@ -10,6 +10,7 @@ import base64
 import gzip
 import hashlib
 import json
+import re
 import zlib
 from pathlib import Path
 
@@ -20,14 +21,50 @@ from esp_idf_defs import AppDescription
 from esptool.bin_image import LoadFirmwareImage
 from esptool.targets import CHIP_DEFS
 
-HEADER = b"mpota-manifest-1\n"
 COMPRESSIONS = {"zlib": ".zz", "gzip": ".gz"}
+FORM = 2  # the canonical form `sign` uses (the manifest's "manifest" field)
+_KEY = re.compile(r"[a-z0-9_]+")
+
+
+def _check_key(k) -> str:
+    if not isinstance(k, str) or not _KEY.fullmatch(k):
+        raise ValueError(f"manifest field name {k!r}: only a-z, 0-9 and _ are allowed")
+    return k
+
+
+def _encode(v) -> bytes:
+    """Form 2's typed encoding: every value carries its type and, if variable, its length."""
+    if v is None:
+        return b"n"
+    if isinstance(v, bool):
+        return b"t" if v else b"f"
+    if isinstance(v, int):
+        return b"i" + str(v).encode() + b";"
+    if isinstance(v, str):
+        raw = v.encode("utf-8")
+        return b"s" + str(len(raw)).encode() + b":" + raw
+    if isinstance(v, list):
+        return b"l" + str(len(v)).encode() + b":" + b"".join(_encode(x) for x in v)
+    if isinstance(v, dict):
+        items = sorted(v.items())
+        body = b"".join(_encode(_check_key(k)) + _encode(x) for k, x in items)
+        return b"d" + str(len(items)).encode() + b":" + body
+    raise ValueError(
+        f"manifest value {v!r}: a signed manifest holds strings, integers, true, false, null, "
+        "lists and objects"
+    )
 
 
 def canonical(m: dict) -> bytes:
-    """The bytes a manifest's signature covers: every field but "signature", sorted by name,
-    one "name=value" line each (true/false, integers in decimal, strings as they are)."""
-    lines = [HEADER]
+    """The bytes a manifest's signature covers. Form 2 ("manifest": 2): a header line, then the
+    manifest without "signature" in a typed encoding (see python/ota/manifest.py and README).
+    Form 1 (no "manifest" field, written by earlier versions): every field but "signature",
+    sorted by name, one "name=value" line each; field names limited to a-z, 0-9 and _."""
+    if "manifest" in m:
+        if m["manifest"] != FORM or isinstance(m["manifest"], bool):
+            raise ValueError(f"unknown manifest form {m['manifest']!r}")
+        return b"mpota-manifest-2\n" + _encode({k: v for k, v in m.items() if k != "signature"})
+    lines = [b"mpota-manifest-1\n"]
     for k in sorted(m):
         if k == "signature":
             continue
@@ -42,7 +79,7 @@ def canonical(m: dict) -> bytes:
             s = "null"
         else:
             raise ValueError(f"manifest field {k!r}: a signed manifest holds strings and numbers")
-        lines.append(f"{k}={s}\n".encode())
+        lines.append(f"{_check_key(k)}={s}\n".encode())
     return b"".join(lines)
 
 
@@ -137,6 +174,7 @@ def sign(m: dict, private_pem: bytes) -> dict:
         raise ValueError("the signing key must be an ECDSA P-256 (secp256r1) private key")
     signed = dict(m)
     signed.pop("signature", None)
+    signed.setdefault("manifest", FORM)
     sig = key.sign(canonical(signed), ec.ECDSA(hashes.SHA256()))
     signed["signature"] = base64.b64encode(sig).decode()
     return signed

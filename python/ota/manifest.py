@@ -1,17 +1,59 @@
 # OTA manifests: {"firmware", "sha", "length"} (the original project's), optionally "version",
 # "chip", "project", "compression", "compressed_sha", "compressed_length" and "signature".
-# A signature is ECDSA P-256 over SHA-256 of the manifest's canonical form (every field but
-# "signature", sorted, one "key=value" line each), base64 of its DER encoding. mpota sign makes
-# it on the PC; verification uses the native module's mbedtls when the firmware has it.
+# A signature is ECDSA P-256 over SHA-256 of the manifest's canonical form, base64 of its DER
+# encoding. mpota sign makes it on the PC; verification uses the native module's mbedtls when
+# the firmware has it.
+#
+# Canonical form 2 (a manifest with "manifest": 2): "mpota-manifest-2\n", then the manifest
+# without "signature" as a typed value: n (null), t / f (true / false), i<decimal>; (integer),
+# s<byte length>:<UTF-8> (string), l<count>:<values> (list), d<count>:<key value ...> (object:
+# keys sorted, each a string of a-z, 0-9 and _). Every value says its type and length, so no two
+# manifests share a form. Form 1 (no "manifest" field, from earlier tools) is "mpota-manifest-1\n"
+# and one "key=value" line per field; it is still accepted, with the same key rule, so that a
+# key holding "=" or a newline cannot pass for two fields.
 
 import binascii
 import hashlib
 
-_HEADER = b"mpota-manifest-1\n"
+_KEY_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+FORM = 2
 
 
-def canonical(m):
-    out = [_HEADER]
+def _key(k):
+    if not isinstance(k, str) or not k or [c for c in k if c not in _KEY_CHARS]:
+        raise ValueError("manifest field name %r: only a-z, 0-9 and _ are allowed" % (k,))
+    return k
+
+
+def _typed(v, out):
+    if v is None:
+        out.append(b"n")
+    elif v is True or v is False:
+        out.append(b"t" if v else b"f")
+    elif isinstance(v, int):
+        out.append(("i%d;" % v).encode())
+    elif isinstance(v, str):
+        b = v.encode()
+        out.append(("s%d:" % len(b)).encode())
+        out.append(b)
+    elif isinstance(v, list):
+        out.append(("l%d:" % len(v)).encode())
+        for x in v:
+            _typed(x, out)
+    elif isinstance(v, dict):
+        out.append(("d%d:" % len(v)).encode())
+        for k in sorted(v):
+            _typed(_key(k), out)
+            _typed(v[k], out)
+    else:
+        raise ValueError(
+            "manifest value %r: a signed manifest holds strings, integers, true, false, null, "
+            "lists and objects" % (v,)
+        )
+
+
+def _form1(m):
+    out = [b"mpota-manifest-1\n"]
     for k in sorted(m):
         if k == "signature":
             continue
@@ -26,7 +68,19 @@ def canonical(m):
             s = "null"
         else:
             raise ValueError("manifest field %r: a signed manifest holds strings and numbers" % k)
-        out.append(("%s=%s\n" % (k, s)).encode())
+        out.append(("%s=%s\n" % (_key(k), s)).encode())
+    return b"".join(out)
+
+
+# The bytes a signature covers.
+def canonical(m):
+    if "manifest" not in m:
+        return _form1(m)
+    form = m["manifest"]
+    if form != FORM or isinstance(form, bool):
+        raise ValueError("The manifest is in form %r, which this device does not know." % (form,))
+    out = [b"mpota-manifest-2\n"]
+    _typed({k: m[k] for k in m if k != "signature"}, out)
     return b"".join(out)
 
 
