@@ -1,13 +1,18 @@
 # A small HTTP/1.0 GET client for firmware downloads, over socket and ssl: Range requests,
 # redirects, status errors, and TLS with certificate checking when given a CA.
 #
-#   r = get(url, start=0, ca=None, timeout=30)
+#   r = get(url, start=0, ca=None, timeout=30, headers=None, auth=None)
 #   r.status, r.start (first byte served), r.length (bytes in the body, -1 unknown),
 #   r.total (size of the whole file, -1 unknown), r.readinto(buf), r.read(n), r.close()
 #
 # With ca (the CA certificate, PEM or DER bytes) the server's certificate must chain to it and
 # name the host; without, https is encrypted but the server is not authenticated (as
 # MicroPython's requests does): sign your manifests, or pass ca.
+#
+# headers (a dict) and auth ((user, password): HTTP basic auth) are sent as `requests.get()`
+# sends them; a header the caller gives replaces this client's own (Host, User-Agent). As
+# CPython's requests does, the Authorization header (and a Host given by the caller) is not sent
+# on to another host or port when the server redirects there.
 
 import socket
 
@@ -66,8 +71,10 @@ def _connect(scheme, host, port, ca, timeout):
     except BaseException:
         s.close()
         raise
-    if not hasattr(s, "readinto"):  # CPython: a file over the socket
-        s = s.makefile("rwb")
+    if not hasattr(s, "readinto"):  # CPython: a file over the socket, which closes it
+        f = s.makefile("rwb")
+        s.close()  # (deferred by CPython until f is closed)
+        s = f
     return s
 
 
@@ -122,22 +129,68 @@ class Response:
         self._s.close()
 
 
-def get(url, start=0, ca=None, timeout=30, headers=None):
+# The request's headers: the caller's (headers, auth) over this client's defaults.
+def _headers(headers, auth):
+    out = {}
+    for k in headers or ():
+        v = headers[k]
+        if not isinstance(v, str):
+            v = v.decode() if isinstance(v, (bytes, bytearray)) else str(v)
+        if not k or [c for c in k + v if c in "\r\n"] or ":" in k:
+            raise ValueError("Invalid HTTP header: %r: %r" % (k, v))
+        out[k] = v
+    if auth is not None:
+        if not isinstance(auth, (tuple, list)) or len(auth) != 2:
+            raise ValueError("auth must be a (username, password) tuple, not %r" % (auth,))
+        import binascii
+
+        cred = []
+        for x in auth:
+            cred.append(x if isinstance(x, (bytes, bytearray)) else str(x).encode())
+        b64 = binascii.b2a_base64(bytes(cred[0]) + b":" + bytes(cred[1]))
+        out["Authorization"] = "Basic " + b64.decode().strip()
+    return out
+
+
+def _has(hdrs, name):
+    for k in hdrs:
+        if k.lower() == name:
+            return True
+    return False
+
+
+def get(url, start=0, ca=None, timeout=30, headers=None, auth=None):
+    hdrs = _headers(headers, auth)  # ValueError for bad ones, before any connection
     try:
-        return _get(url, start, ca, timeout, headers)
+        return _get(url, start, ca, timeout, hdrs)
     except OSError as e:
         raise _net(e)
 
 
 def _get(url, start, ca, timeout, headers):
+    origin = None
     for _ in range(4):
         scheme, host, port, path = _split(url)
+        if (
+            origin
+            and origin != (host, port)
+            and not (
+                origin == (host, 80) and scheme == "https" and port == 443  # http -> https
+            )
+        ):
+            drop = ("authorization", "host")
+            headers = {k: headers[k] for k in headers if k.lower() not in drop}
+        origin = (host, port)
         s = _connect(scheme, host, port, ca, timeout)
         try:
-            req = "GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: micropython-ota\r\n" % (path, host)
+            req = "GET %s HTTP/1.0\r\n" % path
+            if not _has(headers, "host"):
+                req += "Host: %s\r\n" % host
+            if not _has(headers, "user-agent"):
+                req += "User-Agent: micropython-ota\r\n"
             if start:
                 req += "Range: bytes=%d-\r\n" % start
-            for k in headers or ():
+            for k in headers:
                 req += "%s: %s\r\n" % (k, headers[k])
             s.write((req + "\r\n").encode())
             if hasattr(s, "flush"):

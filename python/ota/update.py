@@ -3,6 +3,10 @@
 #
 #   from_file(url_or_path, sha="", length=0, verify=True, verbose=True, reboot=True, ...)
 #   from_json(url, verify=True, verbose=True, reboot=True, pubkey=None, ...)
+#   OTA(verify=True, verbose=True, reboot=False, sha="", length=0): from_stream(),
+#   from_firmware_file(), from_json(), write(), close(), as a context manager
+#
+# Keywords of requests.get() (auth=, headers=, timeout=) reach the HTTP requests, as in v0.3.
 #
 # The image streams from the connection into the writer through one buffer, never whole into
 # RAM. After a dropped connection (or an exception, or a reboot) the download goes on from the
@@ -16,7 +20,7 @@ import os
 import time
 
 from . import http
-from .writer import OTA
+from .writer import OTA as _Writer
 from .writer import reboot as _reboot
 
 _STATE = "ota_resume.json"
@@ -175,7 +179,8 @@ class _Download:
             if start:
                 f.seek(start)
             return f, start
-        r = http.get(self.url, start, self.o["ca"], self.o["timeout"])
+        o = self.o
+        r = http.get(self.url, start, o["ca"], o["timeout"], o["headers"], o["auth"])
         if start and r.start != start:
             self.say("The server ignored the Range request: restarting from byte 0.")
             return r, 0
@@ -221,7 +226,7 @@ class _Download:
             self._progress,
         )
         try:
-            return OTA(*args, start=start)
+            return _Writer(*args, start=start)
         except OSError as e:
             if not start or e.args[0] != 95:  # EOPNOTSUPP: esp_ota_resume() is missing
                 raise
@@ -229,7 +234,7 @@ class _Download:
                 "This firmware cannot resume an update (that needs ESP-IDF v5.3.3, v5.4.2 "
                 "or v5.5): starting again from byte 0."
             )
-            return OTA(*args)
+            return _Writer(*args)
 
     def _attempt(self, start):
         self.ota = self._writer(start)
@@ -332,7 +337,9 @@ def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **k
     Keywords: backend, progress(bytes, length), compression ("zlib", "gzip"), compressed_sha,
     compressed_length, version (expected in the image), allow_downgrade, ca (CA certificate
     for https), retries (3), backoff (1 s, doubling), resume (True), state (the resume file,
-    "ota_resume.json"), timeout (30 s).
+    "ota_resume.json"), timeout (30 s); and requests.get()'s: headers (a dict), auth
+    ((user, password), HTTP basic auth), stream and parse_headers (accepted: the download always
+    streams).
     """
     opts = {
         "backend": None,
@@ -348,6 +355,10 @@ def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **k
         "resume": True,
         "state": _STATE,
         "timeout": 30,
+        "headers": None,
+        "auth": None,
+        "stream": None,
+        "parse_headers": True,
     }
     for k in kw:
         if k not in opts:
@@ -365,18 +376,53 @@ def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **k
     return result
 
 
-def load_json(url, ca=None, timeout=30):
+# A manifest is small: one that is larger than this is refused without reading it whole.
+_MAX_JSON = 16384
+
+
+def _not_json(url, head):
+    hint = " (an ESP32 app image? from_file() takes those)" if head[:1] == b"\xe9" else ""
+    return ValueError(
+        "The manifest at %s is not a JSON object: it starts with %r%s." % (url, head[:16], hint)
+    )
+
+
+# Read at most _MAX_JSON bytes of a manifest (a URL or a file) and parse it. The first bytes must
+# open a JSON object, and a Content-Length (or file size) above the limit is refused before the
+# body is read.
+def load_json(url, ca=None, timeout=30, headers=None, auth=None):
+    big = "The manifest at %s is larger than %d bytes: refused (a manifest is a small JSON file)."
     if "://" in url:
-        r = http.get(url, 0, ca, timeout)
-        try:
-            data = r.read()
-        finally:
-            r.close()
+        f = http.get(url, 0, ca, timeout, headers, auth)
+        size = f.length
     else:
-        with open(url, "rb") as f:
-            data = f.read()
+        f = open(url, "rb")
+        size = os.stat(url)[6]
     try:
-        return json.loads(data)
+        if size > _MAX_JSON:
+            raise ValueError(big % (url, _MAX_JSON))
+        buf = bytearray(_MAX_JSON + 1)
+        mv = memoryview(buf)
+        got = 0
+        checked = False
+        while got < len(buf):
+            n = f.readinto(mv[got:])
+            if not n:
+                break
+            got += n
+            if not checked:
+                head = bytes(mv[:got]).lstrip()
+                if head[:1] not in (b"", b"{"):
+                    raise _not_json(url, head)
+                checked = bool(head)
+    finally:
+        f.close()
+    if got > _MAX_JSON:
+        raise ValueError(big % (url, _MAX_JSON))
+    if not checked:
+        raise ValueError("The manifest at %s is empty." % url)
+    try:
+        return json.loads(bytes(mv[:got]))
     except ValueError:
         raise ValueError("The manifest at %s is not valid JSON." % url)
 
@@ -386,7 +432,7 @@ def from_json(
 ):
     if verbose:
         print("Opening json file %s..." % url)
-    m = load_json(url, ca, kw.get("timeout", 30))
+    m = load_json(url, ca, kw.get("timeout", 30), kw.get("headers"), kw.get("auth"))
     if not isinstance(m, dict) or not all(k in m for k in ("firmware", "sha", "length")):
         print('OTA json must include "firmware", "sha" and "length" keys.')
         raise ValueError('The manifest has no "firmware", "sha" and "length".')
@@ -425,3 +471,112 @@ def from_json(
         ca=ca,
         **kw,
     )
+
+
+# The original project's (glenn20/micropython-esp32-ota v0.3) ota.update.OTA, with its argument
+# order and methods, over ota.writer.OTA: the image is checked before anything is erased, and an
+# exception inside a `with` block aborts the update (v0.3 left the partial image in place).
+# from_firmware_file() and from_json() go through from_file() / from_json() above (resume,
+# retries, manifest signature, compression): the new partition is the boot partition when they
+# return; close() then only reboots when reboot is set. from_stream() and write() feed one writer,
+# which close() checks and makes the boot partition, as in v0.3.
+class OTA:
+    def __init__(self, verify=True, verbose=True, reboot=False, sha="", length=0):
+        from .writer import _check_sha, next_partition
+
+        self.verify = verify
+        self.verbose = verbose
+        self.reboot = reboot
+        self.sha = _check_sha(sha)
+        self.length = length
+        # OSError(ENOENT) without a spare OTA partition, as v0.3's get_next_update() raises.
+        self.part = next_partition(_running())
+        if length and length > self.part.info()[3]:
+            raise ValueError("length (%d bytes) is > size of partition." % length)
+        self._w = None  # the writer: made at the first write, when sha and length are known
+        self._result = None  # (bytes, sha256) once the image is the boot partition
+        self._to_reboot = False  # from_firmware_file() / from_json() left close() the reboot
+
+    def _writer(self):
+        if self._result:
+            raise ValueError("This update is complete: make a new OTA() for another image.")
+        if not self._w:
+            self._w = _Writer(self.sha, self.length, self.verify, self.verbose, self.reboot)
+        return self._w
+
+    def _expect(self, sha, length):
+        from .writer import _check_sha
+
+        if sha:
+            self.sha = _check_sha(sha)
+        if length:
+            if length > self.part.info()[3]:
+                raise ValueError("length (%d bytes) is > size of partition." % length)
+            self.length = length
+        if self._w:  # v0.3's set_sha_length(): checked by close()
+            self._w._sha, self._w._length = self.sha, self.length
+
+    # Append data to the image; returns its length.
+    def write(self, data):
+        return self._writer().write(data)
+
+    # Write all of f (anything with readinto()); returns the bytes read from it.
+    def from_stream(self, f, sha="", length=0):
+        self._expect(sha, length)
+        gc.collect()
+        return self._writer().write_file(f)
+
+    def _whole(self, fn, url, kw):
+        if self._w or self._result:
+            raise ValueError(
+                "%s() writes a whole image: this OTA() already holds data from write() or "
+                "from_stream()." % fn.__name__
+            )
+        self._result = fn(url, verify=self.verify, verbose=self.verbose, reboot=False, **kw)
+        self._to_reboot = True
+        return self._result[0]
+
+    # Write the image at url (http(s) or a file); kw: from_file()'s keywords, e.g. auth=,
+    # headers=. Returns its length.
+    def from_firmware_file(self, url, sha="", length=0, **kw):
+        self._expect(sha, length)
+        kw["sha"], kw["length"] = self.sha, self.length
+        return self._whole(from_file, url, kw)
+
+    # Write the image a JSON manifest names (see from_json()); returns its length.
+    def from_json(self, url, **kw):
+        if not url.endswith(".json"):
+            raise ValueError("Url does not end with '.json'")
+        return self._whole(from_json, url, kw)
+
+    # Check the image and make it the boot partition; reboot if asked. Returns (bytes, sha256).
+    def close(self):
+        if self._w:
+            self._result = self._w.close()  # the writer reboots when asked
+            self._w = None
+        elif not self._result:
+            raise ValueError("No image data was written.")
+        elif self._to_reboot:
+            self._to_reboot = False
+            if self.reboot:
+                _reboot(10 if self.reboot is True else int(self.reboot))
+        return self._result
+
+    # Give up: the boot partition stays as it was.
+    def abort(self):
+        if self._w:
+            self._w.abort()
+            self._w = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, e_t, e_v, e_tr):
+        if e_t is None:
+            self.close()
+        else:
+            self.abort()
+
+
+# v0.3's README calls this one as a module function too (its code has it as OTA's method only).
+from_firmware_file = from_file
