@@ -7,6 +7,7 @@ micropython.alloc_emergency_exception_buf(), which the unix port lacks)."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,15 @@ pytestmark = pytest.mark.skipif(
     not TREE or not (TESTS / "partition_ota.py").exists(),
     reason="set MICROPY_DIR to a MicroPython source tree to run its tests/ports/esp32 tests",
 )
+
+
+def matches_exp(out: str, exp: str) -> bool:
+    """out matches a run-tests .exp file: its lines in order, "########" standing for any
+    lines (tests/run-tests.py); the raw REPL's end-of-output marks (\\x04) are not output."""
+    parts = []
+    for line in exp.rstrip("\n").split("\n"):
+        parts.append(r"(?:.*\n)*?" if line == "########" else re.escape(line) + r"\n")
+    return re.fullmatch("".join(parts) + r"(?:\n)*", out.replace("\x04", "")) is not None
 
 
 def board(tmp_path):
@@ -37,6 +47,7 @@ def test_partition_ota(tmp_path, runtime):
     text = (tmp_path / "out.txt").read_text()
     assert rc == 0, text
     assert "SUCCESS!" in text and "FAILED" not in text, text
+    assert matches_exp(text, (TESTS / "partition_ota.py.exp").read_text()), text
     steps = [line.split(" STEP=")[1] for line in text.splitlines() if " STEP=" in line]
     assert steps == [
         "0 EXPECT=ota_1",
