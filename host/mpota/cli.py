@@ -4,6 +4,7 @@ mpota image -o FILE ...           build a test app image (a real ESP32 image, vi
 mpota sim create FLASH ...        a simulated ESP32's flash, with a firmware in ota_0
 mpota sim boot FLASH              power-cycle the simulated ESP32 (bootloader + rollback)
 mpota sim run FLASH SCRIPT        run SCRIPT (or -c CODE) as the simulated device's firmware
+mpota sim run FLASH --fs DIR      power on, run boot.py and main.py from DIR, at every reset
 mpota sim info FLASH              partition table, otadata and slots of a flash image
 mpota demo                        a full OTA update on the simulated ESP32, under MicroPython
 
@@ -73,6 +74,9 @@ def cmd_sim_create(a) -> int:
                 file=sys.stderr,
             )
             return 2
+    if a.fs and Path(a.fs).exists() and not Path(a.fs).is_dir():
+        print(f"mpota sim create: --fs {a.fs}: not a directory", file=sys.stderr)
+        return 2
     log = simdev.create(
         a.flash,
         fw,
@@ -88,6 +92,11 @@ def cmd_sim_create(a) -> int:
     print(f"{a.flash}: {a.flash_size} bytes of simulated flash, {soc.display} {rev}")
     for line in log:
         print("espsim: " + line)
+    if a.fs:
+        if simdev.seed_fs(a.fs):
+            print(f"{a.fs}: the board's filesystem, with the port's stock boot.py")
+        else:
+            print(f"{a.fs}: the board's filesystem (its boot.py is kept)")
     return 0
 
 
@@ -105,11 +114,27 @@ def cmd_sim_boot(a) -> int:
 
 def cmd_sim_run(a) -> int:
     runtime = a.runtime
-    env = simdev.env(a.flash, runtime, a.cut_after)
+    if a.fs:
+        if Path(a.fs).exists() and not Path(a.fs).is_dir():
+            print(f"mpota sim run: --fs {a.fs}: not a directory", file=sys.stderr)
+            return 2
+        return simdev.play(
+            a.flash,
+            a.fs,
+            script=a.script,
+            code=a.code,
+            runtime=runtime,
+            max_boots=a.max_boots,
+            heap=a.heap,
+            extra_path=a.path,
+            hosts=a.hosts or "",
+            cut_after=a.cut_after,
+        )
+    env = simdev.env(a.flash, runtime, a.cut_after, a.path)
     if a.hosts:
         env["ESPSIM_HOSTS"] = a.hosts
     cmd = simdev.command(runtime, a.heap)
-    cmd += ["-c", a.code] if a.code else [a.script]
+    cmd += simdev.code_args(a.code) if a.code else simdev.script_args(Path(a.script).resolve())
     return subprocess.call(cmd, env=env)
 
 
@@ -233,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="bootloader built without CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE",
     )
+    s.add_argument(
+        "--fs", metavar="DIR", help="the board's filesystem: create DIR with the port's boot.py"
+    )
     s.set_defaults(fn=cmd_sim_create)
 
     s = sim.add_parser("boot", help="power-cycle the simulated ESP32")
@@ -252,6 +280,26 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--heap", default="2M", help="MicroPython heap size (default 2M)")
     s.add_argument("--cut-after", type=int, help="power cut after N flash erase/program ops")
     s.add_argument("--hosts", help="simulated LAN, e.g. nas.lan=127.0.0.1:8000")
+    s.add_argument(
+        "--fs",
+        metavar="DIR",
+        help="the board's filesystem (its current directory): after SCRIPT, or at power-on "
+        "without one, run boot.py then main.py from DIR at every boot that follows a reset",
+    )
+    s.add_argument(
+        "--max-boots",
+        type=int,
+        default=10,
+        metavar="N",
+        help="with --fs: stop after N boots (default 10)",
+    )
+    s.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="put DIR first on the device's module path (repeatable)",
+    )
     s.set_defaults(fn=cmd_sim_run)
 
     s = sim.add_parser("info", help="partition table, otadata and slots of a flash image")
@@ -304,8 +352,13 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(fn=cmd_push)
 
     a = p.parse_args(argv)
-    if a.cmd == "sim" and a.sim == "run" and not (a.script or a.code):
-        p.error("sim run needs a SCRIPT or -c CODE")
+    if a.cmd == "sim" and a.sim == "run":
+        if not (a.script or a.code or a.fs):
+            p.error("sim run needs a SCRIPT, -c CODE or --fs DIR")
+        if a.script and a.code:
+            p.error("sim run takes a SCRIPT or -c CODE, not both")
+        if a.max_boots < 1:
+            p.error(f"--max-boots must be at least 1, not {a.max_boots}")
     return a.fn(a)
 
 

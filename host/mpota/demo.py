@@ -58,7 +58,7 @@ def _device(flash: Path, code: str, hosts: str = "") -> None:
     env = simdev.env(flash, "micropython")
     if hosts:
         env["ESPSIM_HOSTS"] = hosts
-    cmd = simdev.command("micropython") + ["-c", code]
+    cmd = simdev.command("micropython") + simdev.code_args(code)
     subprocess.run(cmd, env=env, check=True)
 
 

@@ -121,7 +121,7 @@ def env(
 ) -> dict:
     """Environment of a process that runs as the simulated device's firmware."""
     e = dict(os.environ)
-    e["ESPSIM_FLASH"] = str(path)
+    e["ESPSIM_FLASH"] = str(Path(path).resolve())
     e.pop("ESPSIM_CUT_AFTER", None)
     if cut_after is not None:
         e["ESPSIM_CUT_AFTER"] = str(cut_after)
@@ -140,6 +140,126 @@ def command(runtime: str = "micropython", heap: str = "2M") -> list[str]:
     return [sys.executable, "-u"]
 
 
+# Every process that plays the firmware starts with `import simboot` (espsim/modules/simboot.py:
+# under MicroPython it makes sys.implementation name the firmware in the running slot).
+def code_args(code: str) -> list[str]:
+    """Interpreter arguments that run `code` as the firmware's code (e.g. typed at its REPL)."""
+    return ["-c", "import simboot\n" + code]
+
+
+def script_args(script: str | Path) -> list[str]:
+    """Interpreter arguments that run the file `script` on the running firmware."""
+    return ["-c", f"import simboot\nsimboot.run_file({str(script)!r}, globals())"]
+
+
+BOOT_ARGS = ["-c", "import simboot\nsimboot.boot(globals())"]
+
+# boot.py as the esp32 port writes it on the filesystem it creates at first boot
+# (ports/esp32/modules/inisetup.py): comments only.
+STOCK_BOOT_PY = """\
+# This file is executed on every boot (including wake-boot from deepsleep)
+#import esp
+#esp.osdebug(None)
+#import webrepl
+#webrepl.start()
+"""
+
+
+def seed_fs(fs: str | Path) -> bool:
+    """Give the board's filesystem `fs` (a directory) the port's stock boot.py, as the port's
+    first boot does (inisetup.setup()). Returns False when fs already had a boot.py."""
+    fs = Path(fs)
+    fs.mkdir(parents=True, exist_ok=True)
+    boot = fs / "boot.py"
+    if boot.exists():
+        return False
+    boot.write_text(STOCK_BOOT_PY)
+    return True
+
+
+SOFT_RESET = 75  # simboot.SOFT_RESET: a process that ended with a soft reset
+
+
+def _boots(path: str | Path) -> int:
+    return device.read_state(str(path))["boots"]
+
+
+def play(
+    path: str | Path,
+    fs: str | Path,
+    script: str | Path | None = None,
+    code: str | None = None,
+    runtime: str = "micropython",
+    max_boots: int = 10,
+    heap: str = "2M",
+    extra_path: list = (),
+    hosts: str = "",
+    cut_after: int | None = None,
+    stdout=None,
+    timeout: float | None = None,
+) -> int:
+    """A board's life with `fs` (a directory) as its filesystem: run `script` (a file) or
+    `code` on the running firmware, if given, else power the chip on; then, at every boot that
+    follows a reset, run boot.py and main.py from fs, as the esp32 port does, until a boot ends
+    without a reset (or `max_boots` boots have run). `cut_after` arms the power cut in the
+    first process only. Output goes to `stdout` (a file; None: this process's).
+
+    Returns 0 when the last boot ended with main.py done, 1 when boot.py, main.py or the script
+    raised, 3 when no app boots, 4 when max_boots was reached; a script's own exit status when
+    it ends without a reset."""
+    if max_boots < 1:
+        raise ValueError(f"max_boots must be at least 1, not {max_boots}")
+    fs = Path(fs).resolve()
+    out = stdout if stdout is not None else sys.stdout
+
+    def say(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    def proc(args: list[str], cut: int | None) -> int:
+        e = env(path, runtime, cut, extra_path)
+        if hosts:
+            e["ESPSIM_HOSTS"] = hosts
+        out.flush()
+        return subprocess.run(
+            command(runtime, heap) + args, env=e, cwd=fs, stdout=stdout, timeout=timeout
+        ).returncode
+
+    if not fs.is_dir():
+        # No filesystem yet: the port makes one at first boot and writes its boot.py.
+        seed_fs(fs)
+        say(f"espsim: {fs}: Performing initial setup")
+    first = script is not None or code is not None
+    if first:
+        before = _boots(path)
+        rc = proc(script_args(Path(script).resolve()) if script else code_args(code), cut_after)
+        if _boots(path) == before:
+            return rc  # the script ended without a reset: the board sits at its REPL
+        cut_after = None
+    else:
+        try:
+            for line in power_on(path):
+                say("espsim: " + line)
+        except bootloader.Bricked as e:
+            say(f"espsim: the device does not boot: {e}")
+            return 3
+    for _ in range(max_boots):
+        before = _boots(path)
+        rc = proc(BOOT_ARGS, cut_after)
+        cut_after = None
+        if _boots(path) != before:
+            continue  # machine.reset(): the bootloader ran, next boot
+        if rc == 3 and device.read_state(str(path))["running"] == 0:
+            return 3  # machine.reset() found no app to boot (it said so)
+        if rc != SOFT_RESET:
+            return rc
+    say(
+        f"espsim: stopped after {max_boots} boots (--max-boots {max_boots}); "
+        "the board was still resetting"
+    )
+    return 4
+
+
 def run(
     path: str | Path,
     code: str,
@@ -154,7 +274,7 @@ def run(
 ) -> subprocess.CompletedProcess:
     """Run `code` as the simulated device's firmware (MicroPython unix port or CPython).
     `hosts` is the simulated LAN's host table ($ESPSIM_HOSTS, see espsim/modules/hosts.py)."""
-    cmd = command(runtime, heap) + ["-c", code]
+    cmd = command(runtime, heap) + code_args(code)
     e = env(path, runtime, cut_after, extra_path)
     if hosts:
         e["ESPSIM_HOSTS"] = hosts
@@ -175,7 +295,7 @@ def spawn(
 ) -> subprocess.Popen:
     """Start `code` as the simulated device's firmware with its stdin and stdout on pipes (a
     USB serial line, as far as the firmware can tell)."""
-    cmd = command(runtime, heap) + ["-c", code]
+    cmd = command(runtime, heap) + code_args(code)
     return subprocess.Popen(
         cmd,
         env=env(path, runtime),

@@ -26,11 +26,110 @@ def _dev():
     return device.current()
 
 
-def _call(fn, *args):
+# On the chip, ESP-IDF is C code with its own heap: a Partition method that fails allocates
+# nothing on MicroPython's heap before it raises, and under micropython.heap_lock() the port's
+# check_esp_err() raises a bare OSError() (the esp32 port has no emergency exception buffer
+# unless alloc_emergency_exception_buf() is called; the unix port lacks that function, so the
+# simulator always plays the default). The simulated ESP-IDF is Python, so _idf() lifts the heap
+# lock while it runs and puts it back before anything is raised or returned.
+try:
+    from micropython import heap_lock as _heap_lock
+    from micropython import heap_unlock as _heap_unlock
+except ImportError:  # CPython
+    _heap_lock = None
+
+_NO = object()  # "argument not given" in _idf()
+_result = None
+
+
+def _locked():
     try:
-        return fn(*args)
+        bytearray(0)
+        return False
+    except MemoryError:
+        return True
+
+
+def _unlock():
+    # Returns the heap lock depth that was lifted (0: not locked). Allocates nothing.
+    n = 0
+    if _heap_lock is not None:
+        while _locked():
+            _heap_unlock()
+            n += 1
+    return n
+
+
+def _relock(n):
+    while n:
+        _heap_lock()
+        n -= 1
+
+
+def _idf(fn, a=_NO, b=_NO, c=_NO, d=_NO):
+    # fn(dev, a, b, c, d) as simulated ESP-IDF code: EspError -> OSError as check_esp_err().
+    global _result
+    n = _unlock()
+    err = 0
+    try:
+        if a is _NO:
+            _result = fn(_dev())
+        elif b is _NO:
+            _result = fn(_dev(), a)
+        elif c is _NO:
+            _result = fn(_dev(), a, b)
+        elif d is _NO:
+            _result = fn(_dev(), a, b, c)
+        else:
+            _result = fn(_dev(), a, b, c, d)
     except errors.EspError as e:
-        raise errors.oserror(e.code)
+        err = e.code
+    finally:
+        _relock(n)
+    if err:
+        if n:
+            raise OSError()
+        raise errors.oserror(err)
+    r = _result
+    _result = None
+    return r
+
+
+def _find_label(dev, label):
+    part = dev.find_first(parttable.TYPE_APP, parttable.SUBTYPE_ANY, label)
+    if part is None:
+        part = dev.find_first(parttable.TYPE_DATA, parttable.SUBTYPE_ANY, label)
+    return part
+
+
+def _readblocks(dev, self, block_num, buf, offset):
+    _trace("readblocks", self._part.label, self._bs, block_num, len(buf), offset)
+    data = dev.part_read(self._part, block_num * self._bs + offset, len(buf))
+    buf[: len(data)] = data
+
+
+def _writeblocks(dev, self, block_num, buf, offset):
+    _trace("writeblocks", self._part.label, self._bs, block_num, len(buf), offset)
+    addr = block_num * self._bs
+    buf = memoryview(buf)
+    if offset is None:
+        if self._bs >= _NATIVE_BLOCK:
+            dev.part_erase(self._part, addr, len(buf))
+        else:
+            self._erase_small(dev, addr, len(buf))
+    else:
+        addr += offset
+    dev.part_write(self._part, addr, buf)
+
+
+def _erase_block(dev, self, arg):
+    _trace("ioctl", self._part.label, self._bs, 6, arg)
+    dev.part_erase(self._part, arg * _NATIVE_BLOCK, _NATIVE_BLOCK)
+
+
+def _set_boot(dev, self):
+    _trace("set_boot", self._part.label)
+    idf.set_boot_partition(dev, self._part)
 
 
 class Partition:
@@ -40,18 +139,15 @@ class Partition:
     TYPE_DATA = parttable.TYPE_DATA
 
     def __init__(self, id, block_size=_NATIVE_BLOCK):
-        dev = _dev()
         if isinstance(id, int):
             if id == Partition.BOOT:
-                part = _call(idf.get_boot_partition, dev)
+                part = _idf(idf.get_boot_partition)
             elif id == Partition.RUNNING:
-                part = _call(idf.get_running_partition, dev)
+                part = _idf(idf.get_running_partition)
             else:
                 raise ValueError
         else:
-            part = dev.find_first(parttable.TYPE_APP, parttable.SUBTYPE_ANY, id)
-            if part is None:
-                part = dev.find_first(parttable.TYPE_DATA, parttable.SUBTYPE_ANY, id)
+            part = _idf(_find_label, id)
         self._init(part, block_size)
 
     def _init(self, part, block_size):
@@ -91,23 +187,10 @@ class Partition:
         return self._part.info()
 
     def readblocks(self, block_num, buf, offset=0):
-        _trace("readblocks", self._part.label, self._bs, block_num, len(buf), offset)
-        data = _call(_dev().part_read, self._part, block_num * self._bs + offset, len(buf))
-        buf[: len(data)] = data
+        _idf(_readblocks, self, block_num, buf, offset)
 
     def writeblocks(self, block_num, buf, offset=None):
-        _trace("writeblocks", self._part.label, self._bs, block_num, len(buf), offset)
-        dev = _dev()
-        addr = block_num * self._bs
-        buf = memoryview(buf)
-        if offset is None:
-            if self._bs >= _NATIVE_BLOCK:
-                _call(dev.part_erase, self._part, addr, len(buf))
-            else:
-                self._erase_small(dev, addr, len(buf))
-        else:
-            addr += offset
-        _call(dev.part_write, self._part, addr, buf)
+        _idf(_writeblocks, self, block_num, buf, offset)
 
     def _erase_small(self, dev, offset, n):
         # block_size < 4096: read-modify-erase each 4 KB sector, through a cache
@@ -117,18 +200,16 @@ class Partition:
         while a < top:
             cache = None
             if o > 0 or top < a + _NATIVE_BLOCK:
-                cache = _call(dev.part_read, self._part, a, _NATIVE_BLOCK)
-            _call(dev.part_erase, self._part, a, _NATIVE_BLOCK)
+                cache = dev.part_read(self._part, a, _NATIVE_BLOCK)
+            dev.part_erase(self._part, a, _NATIVE_BLOCK)
             if o > 0:
-                _call(dev.part_write, self._part, a, cache[:o])
+                dev.part_write(self._part, a, cache[:o])
             if top < a + _NATIVE_BLOCK:
-                _call(dev.part_write, self._part, top, cache[top - a :])
+                dev.part_write(self._part, top, cache[top - a :])
             o = 0
             a += _NATIVE_BLOCK
 
     def ioctl(self, op, arg):
-        if op == 6:
-            _trace("ioctl", self._part.label, self._bs, op, arg)
         if op in (1, 2, 3):  # INIT, DEINIT, SYNC
             return 0
         if op == 4:  # BLOCK_COUNT
@@ -138,17 +219,16 @@ class Partition:
         if op == 6:  # BLOCK_ERASE
             if self._bs != _NATIVE_BLOCK:
                 return -_EINVAL
-            _call(_dev().part_erase, self._part, arg * _NATIVE_BLOCK, _NATIVE_BLOCK)
+            _idf(_erase_block, self, arg)
             return 0
         return None
 
     def set_boot(self):
-        _trace("set_boot", self._part.label)
-        _call(idf.set_boot_partition, _dev(), self._part)
+        _idf(_set_boot, self)
 
     def get_next_update(self):
-        return Partition._new(_call(idf.get_next_update_partition, _dev(), self._part))
+        return Partition._new(_idf(idf.get_next_update_partition, self._part))
 
     @classmethod
     def mark_app_valid_cancel_rollback(cls):
-        _call(idf.mark_app_valid_cancel_rollback, _dev())
+        _idf(idf.mark_app_valid_cancel_rollback)

@@ -2,8 +2,8 @@
 # bootloader runs on the flash image (slot selection, rollback), records which app it started,
 # prints its log, and this process (the firmware that was running) ends, as it would on a board.
 # The next process started with the same $ESPSIM_FLASH runs as the newly booted firmware.
-
-import sys
+# The process ends by raising HardReset (a SystemExit: its status is 0, or 3 when no app boots),
+# which simboot tells apart from the soft reset that a plain SystemExit is.
 
 from espsim import bootloader, device
 
@@ -14,6 +14,10 @@ DEEPSLEEP_RESET = 4
 SOFT_RESET = 5
 
 
+class HardReset(SystemExit):
+    pass
+
+
 def reset():
     dev = device.current()
     print()
@@ -22,11 +26,11 @@ def reset():
         part, log = bootloader.boot(dev)
     except bootloader.Bricked as e:
         print("espsim: the device does not boot: %s" % e)
-        sys.exit(3)
+        raise HardReset(3)
     for line in log:
         print("espsim: " + line)
     print("espsim: running '%s' at 0x%x" % (part.label, part.address))
-    sys.exit(0)
+    raise HardReset(0)
 
 
 def reset_cause():

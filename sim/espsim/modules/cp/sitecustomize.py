@@ -13,3 +13,47 @@ def _mapped(host, port, *args, **kw):
 
 
 socket.getaddrinfo = _mapped
+
+
+# The firmware's identity (espsim/identity.py) in os.uname(), sys.implementation (version,
+# _machine; name stays "cpython", which CPython's own import machinery relies on) and
+# sys.version, from the banner of the image in the running slot.
+def _identity():
+    import os
+    import sys
+    import types
+
+    from espsim import identity
+
+    real_uname = os.uname
+    os.uname = lambda: identity.uname(real_uname)
+    impl = identity.implementation(sys.implementation)
+    if impl is not sys.implementation:
+        ns = types.SimpleNamespace(**vars(sys.implementation))
+        ns.version = impl.version
+        ns._machine = impl._machine
+        sys.implementation = ns
+        sys.version = identity.version(sys.version)
+
+
+# io.BufferedWriter as MicroPython has it (bufwriter.py) for what CPython's own one refuses: a
+# stream that is not a writable io.RawIOBase, e.g. an io.IOBase over a block device. CPython's
+# own streams (sockets' makefile(), ...) still get CPython's.
+def _bufferedwriter():
+    import io
+
+    import bufwriter
+
+    cpython = io.BufferedWriter
+
+    class BufferedWriter(bufwriter.BufferedWriter):
+        def __new__(cls, stream, buffer_size=io.DEFAULT_BUFFER_SIZE):
+            if isinstance(stream, io.RawIOBase) and stream.writable():
+                return cpython(stream, buffer_size)
+            return super().__new__(cls)
+
+    io.BufferedWriter = BufferedWriter
+
+
+_identity()
+_bufferedwriter()
