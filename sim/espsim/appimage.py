@@ -181,7 +181,9 @@ def check_load_addresses(md):
     # stack is not modelled; its static data and loader IRAM are.
     for i, seg in enumerate(md.segments):
         load, n = seg[0], seg[1]
-        if n == 0 or should_map(load):
+        # should_load(): mapped segments and addresses below 0x10000000 (0: esptool's padding
+        # segments, 4: reserved for an MD5 block) are not loaded, so not checked.
+        if n == 0 or should_map(load) or load < 0x10000000:
             continue
         end = load + n
         reason = None
