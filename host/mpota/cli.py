@@ -120,7 +120,7 @@ def cmd_demo(a) -> int:
 def cmd_manifest(a) -> int:
     from . import manifest
 
-    m = manifest.make(a.image, a.out_dir, a.compress, a.url)
+    m = manifest.make(a.image, a.out_dir, a.compress, a.url, a.version)
     if a.key:
         m = manifest.sign(m, Path(a.key).read_bytes())
     out = a.output or str(Path(a.out_dir or Path(a.image).parent) / "manifest.json")
@@ -265,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         "relative to the manifest's URL)",
     )
     s.add_argument("--key", help="sign with this private key (PEM)")
+    s.add_argument(
+        "--version", help="the version to declare (default: the image's, from its banner)"
+    )
     s.set_defaults(fn=cmd_manifest)
 
     s = sub.add_parser("keygen", help="make an ECDSA P-256 key pair for manifests")
