@@ -104,7 +104,7 @@ def test_looks_like_the_reference_build(tmp_path):
     ri, oi = image_info(tmp_path, ref), image_info(tmp_path, ours)
     rs, os_ = segments(ri), segments(oi)
     assert [t for _, _, t in rs] == [t for _, _, t in os_]  # DROM DRAM IRAM IROM IRAM RTC RTC
-    for (rn, ra, _), (on, oa, _) in zip(rs, os_):
+    for (rn, ra, _), (on, oa, _) in zip(rs, os_, strict=True):
         assert ra >> 20 == oa >> 20  # same memory regions
         assert 0.5 < on / rn < 2 or rn < 0x100
     assert 0.8 < len(ours) / len(ref) < 1.25

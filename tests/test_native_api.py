@@ -4,8 +4,8 @@ usermod/ota_native, i.e. the real binding modota.c."""
 
 import pytest
 from conftest import RUNTIMES, Sim, image, sha256
-from espsim import otadata
 from esp_idf_defs import AppDescription
+from espsim import otadata
 from mpota import images, simdev
 
 OLD_DESC = AppDescription.from_bytes(image("v1.22.0", 1_400_000)[32:288])

@@ -246,7 +246,7 @@ def app_image(
         project_version, "", idf_ver, cdate, ctime, secure_version, elf_sha256=rng.randbytes(32)
     )
     jitter = [rng.randrange(-0x800, 0x800) // 4 * 4 for _ in range(4)]
-    drom_n, dram_n, iram_n, irom_n = (max(64, n + j) for n, j in zip(c.sizes, jitter))
+    drom_n, dram_n, iram_n, irom_n = (max(64, n + j) for n, j in zip(c.sizes, jitter, strict=True))
     default_total = drom_n + dram_n + iram_n + irom_n
     small = False
     if size is not None and size < default_total:
@@ -266,7 +266,7 @@ def app_image(
     pos = 0
     prev = 0
     out = bytearray()
-    for cut, blk in zip(cuts, strings):
+    for cut, blk in zip(cuts, strings, strict=True):
         out += drom[prev : prev + cut - pos] + blk
         prev += cut - pos
         pos = cut

@@ -96,9 +96,10 @@ def make(
     version: str | None = None,
 ) -> dict:
     """A manifest for `image` (its version: `version`, else the image's own: the app
-    description's, else MicroPython's banner); with `compression` ("zlib" or "gzip") the compressed file is
-    written next to it (or in out_dir) and the manifest names it. sha and length always
-    describe the image itself, compressed_sha and compressed_length the file served."""
+    description's, else MicroPython's banner); with `compression` ("zlib" or "gzip") the
+    compressed file is written next to it (or in out_dir) and the manifest names it. sha and
+    length always describe the image itself, compressed_sha and compressed_length the file
+    served."""
     image = Path(image)
     m = describe_image(image)
     if version:
