@@ -48,4 +48,4 @@ def test_the_fleet_walkthrough(tmp_path):
     ent = inspect.read_otadata(flash, table)
     active = ent[otadata.active(ent)]
     assert (active.seq, active.state) == (2, otadata.VALID)  # ota_1, confirmed
-    assert "ota_1      0x190000  micropython v1.25.0" in out
+    assert "ota_1      0x190000  MicroPython v1.25.0" in out

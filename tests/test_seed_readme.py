@@ -109,7 +109,7 @@ def test_status_prints_the_seed_lines_byte_for_byte(sim):
     # After the seed's table: each OTA slot's state and firmware.
     extra = r.stdout[len(STATUS_OUTPUT) :].splitlines()
     assert extra[0] == "OTA slots:"
-    assert extra[2].split()[:4] == ["ota_0", "VALID", "micropython", "v1.22.0"]
+    assert extra[2].split()[:4] == ["ota_0", "VALID", "MicroPython", "v1.22.0"]
     assert "[running]" in extra[2] and "[next boot]" in extra[2]
     assert extra[3].split() == ["ota_1", "-", "(no", "app)"]
 

@@ -46,7 +46,7 @@ def test_status_with_every_subtype(make_sim):
     assert lines[17:] == [
         "OTA slots:",
         "# Name       State            Firmware",
-        "  ota_0      VALID            micropython v1.22.0 (Nov 27 2026 12:00:00)  [running]"
+        "  ota_0      VALID            MicroPython v1.22.0 (Aug 13 2023 18:23:47)  [running]"
         "  [next boot]",
         "  ota_1      -                (no app)",
         "  ota_2      -                (no app)",

@@ -22,8 +22,9 @@ def test_manifest_describes_the_image(tmp_path):
         "length": len(NEW),
         "chip": "esp32",
         "version": "v1.23.0",
-        "project": "micropython",
-        "idf": "v5.4.2",
+        "project": "MicroPython",
+        "build": NEW[176:208].hex(),
+        "idf": "v5.5.2",
         "firmware": "micropython.bin",
     }
     m = manifest.make(tmp_path / "micropython.bin", compression="gzip")
@@ -124,7 +125,7 @@ def test_serve_closes_idle_connections(tmp_path):
 
 def test_inspect_tells_what_a_file_is(tmp_path):
     table = parttable.build(parttable.seed_table())
-    assert inspect.describe_file(NEW).startswith("App image: micropython v1.23.0")
+    assert inspect.describe_file(NEW).startswith("App image: MicroPython v1.23.0")
     assert "sha256:    " + sha256(NEW) in inspect.describe_file(NEW)
     assert "bootloader image" in inspect.describe_file(images.bootloader_image())
     assert inspect.describe_file(images.merged_firmware(NEW, table)).startswith(
@@ -135,7 +136,7 @@ def test_inspect_tells_what_a_file_is(tmp_path):
     assert inspect.describe_file(csv).startswith("Partition table (CSV):")
     simdev.create(tmp_path / "flash.bin", image("v1.22.0"))
     out = inspect.describe_file((tmp_path / "flash.bin").read_bytes())
-    assert "bootloader picks: ota_0" in out and "micropython v1.22.0" in out
+    assert "bootloader picks: ota_0" in out and "MicroPython v1.22.0" in out
     with pytest.raises(ValueError, match="not an image"):
         inspect.describe_file(b"\x01\x02garbage")
 

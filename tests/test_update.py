@@ -84,7 +84,7 @@ def test_two_updates_in_a_row(sim, tmp_path, v23, v24):
     assert sim.running() == "ota_0"
     sim.run(CONFIRM)
     r = sim.run("from ota.status import slots\nprint(slots())")
-    assert "'v1.24.0', 'micropython'" in r.stdout and "'v1.23.0', 'micropython'" in r.stdout
+    assert "'v1.24.0', 'MicroPython'" in r.stdout and "'v1.23.0', 'MicroPython'" in r.stdout
     sim.power_on()
     assert sim.running() == "ota_0"
     assert sim.region("ota_0")[: len(v24)] == v24

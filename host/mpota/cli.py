@@ -45,10 +45,26 @@ def _table(csv: str | None):
 
 
 def cmd_image(a) -> int:
-    data = images.app_image(a.version, a.project, a.size, a.chip)
+    import secrets
+
+    seed = a.seed if a.seed is not None else secrets.randbits(32)
+    data = images.app_image(
+        a.version,
+        a.size,
+        a.chip,
+        project_version=a.project_version,
+        board=a.board,
+        date=a.date,
+        build=seed,
+        idf_ver=a.idf_ver,
+    )
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     Path(a.output).write_bytes(data)
-    print(f"{a.output}: {a.project} {a.version} for {a.chip}, {len(data)} bytes")
+    print(
+        f"{a.output}: MicroPython {a.version}"
+        + (f" (PROJECT_VER {a.project_version})" if a.project_version else "")
+        + f" for {a.chip}, {len(data)} bytes, build {data[32 + 144 : 32 + 152].hex()}..."
+    )
     return 0
 
 
@@ -152,7 +168,7 @@ def cmd_demo(a) -> int:
 def cmd_manifest(a) -> int:
     from . import manifest
 
-    m = manifest.make(a.image, a.out_dir, a.compress, a.url)
+    m = manifest.make(a.image, a.out_dir, a.compress, a.url, a.version)
     if a.key:
         m = manifest.sign(m, Path(a.key).read_bytes())
     out = a.output or str(Path(a.out_dir or Path(a.image).parent) / "manifest.json")
@@ -226,10 +242,20 @@ def main(argv: list[str] | None = None) -> int:
 
     s = sub.add_parser("image", help="build a test app image")
     s.add_argument("-o", "--output", required=True)
-    s.add_argument("--version", default="v1.24.0")
-    s.add_argument("--project", default="micropython")
+    s.add_argument("--version", default="v1.24.0", help="MicroPython version (git describe)")
     s.add_argument("--size", type=_size, default=None, help="exact size in bytes")
     s.add_argument("--chip", default="esp32", choices=sorted(images.IMAGE_CLASSES))
+    s.add_argument(
+        "--project-version",
+        default="",
+        help="esp_app_desc_t.version, as a custom build with PROJECT_VER sets it (default empty)",
+    )
+    s.add_argument("--board", help="MICROPY_HW_BOARD_NAME (default: the chip's generic board)")
+    s.add_argument("--date", help="MICROPY_BUILD_DATE, YYYY-MM-DD")
+    s.add_argument("--idf-ver", default="v5.5.2", help="ESP-IDF version (default v5.5.2)")
+    s.add_argument(
+        "--seed", type=int, help="build seed: the same seed gives the same image (default random)"
+    )
     s.set_defaults(fn=cmd_image)
 
     sim = sub.add_parser("sim", help="the simulated ESP32").add_subparsers(
@@ -321,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
         "relative to the manifest's URL)",
     )
     s.add_argument("--key", help="sign with this private key (PEM)")
+    s.add_argument(
+        "--version", help="the version to declare (default: the image's, from its banner)"
+    )
     s.set_defaults(fn=cmd_manifest)
 
     s = sub.add_parser("keygen", help="make an ECDSA P-256 key pair for manifests")

@@ -72,8 +72,8 @@ def run(work: Path) -> int:
     old = images.app_image("v1.22.0", size=1_400_000)
     new = images.app_image("v1.23.0", size=images.SEED_IMAGE_SIZE)
     (www / "micropython.bin").write_bytes(new)
-    print(f"running firmware: micropython v1.22.0, {len(old)} bytes")
-    print(f"new firmware:     micropython v1.23.0, {len(new)} bytes -> {www / 'micropython.bin'}")
+    print(f"running firmware: MicroPython v1.22.0, {len(old)} bytes")
+    print(f"new firmware:     MicroPython v1.23.0, {len(new)} bytes -> {www / 'micropython.bin'}")
 
     _say(f"Flashing the simulated ESP32 ({flash}) and powering it on")
     for line in simdev.create(flash, old):
@@ -111,6 +111,6 @@ def run(work: Path) -> int:
     )
     _say(
         "Demo "
-        + ("OK: the device runs micropython v1.23.0 from ota_1, confirmed" if ok else "FAILED")
+        + ("OK: the device runs MicroPython v1.23.0 from ota_1, confirmed" if ok else "FAILED")
     )
     return 0 if ok else 1

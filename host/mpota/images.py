@@ -1,32 +1,128 @@
 """Real ESP32 images for tests and the simulator, built with esptool's image classes.
 
-An app image has what ESP-IDF's `idf.py build` produces: the 24-byte header with the chip id,
-flash-mapped DROM (its first bytes are the 256-byte `esp_app_desc_t`) and IROM segments aligned to
-the 64 KB MMU pages, RAM segments, the XOR checksum and the appended SHA-256. Segment contents are
-pseudo-random bytes derived from the version, so that two versions differ everywhere.
+An app image is what MicroPython's esp32 port gets from ESP-IDF's build and esptool's
+`elf2image`: the 24-byte header with the chip id, then the ELF's segments as `elf2image` lays them
+out (`ESP32FirmwareImage.save()`): flash-mapped DROM first (its first bytes are the 256-byte
+`esp_app_desc_t`), RAM segments split to fill the gap up to the next 64 KB MMU page (or, where
+they run out, esptool's padding segments at load address 0), flash-mapped IROM, what is left of
+the RAM segments, the XOR checksum and the appended SHA-256.
+
+As MicroPython builds it (ports/esp32/boards/sdkconfig.base: CONFIG_APP_EXCLUDE_PROJECT_VER_VAR
+and CONFIG_APP_EXCLUDE_PROJECT_NAME_VAR), `esp_app_desc_t.version` and `project_name` are empty;
+MicroPython's own version is in the rodata (DROM) as the C compiler lays out its string
+constants: the REPL banner `MicroPython v1.28.0 on 2026-04-06` (shared/runtime/pyexec.c, with
+py/modsys.c's `sys.version` and extmod/modos.c's `os.uname().version` as its tail) and
+separately `; ESP32C3 module with ESP32C3` (MICROPY_HW_BOARD_NAME " with " MICROPY_HW_MCU_NAME),
+each NUL-terminated and 4-byte aligned. The rest of each segment is pseudo-random bytes derived
+from the arguments, so that two builds differ everywhere.
 """
 
 from __future__ import annotations
 
+import datetime
 import random
 import struct
 
 from esptool.bin_image import (
     ELFSection,
+    ESP32C2FirmwareImage,
     ESP32C3FirmwareImage,
+    ESP32C5FirmwareImage,
+    ESP32C6FirmwareImage,
     ESP32FirmwareImage,
+    ESP32P4FirmwareImage,
+    ESP32S2FirmwareImage,
     ESP32S3FirmwareImage,
 )
 
 IMAGE_CLASSES = {
     "esp32": ESP32FirmwareImage,
+    "esp32s2": ESP32S2FirmwareImage,
     "esp32s3": ESP32S3FirmwareImage,
+    "esp32c2": ESP32C2FirmwareImage,
     "esp32c3": ESP32C3FirmwareImage,
+    "esp32c5": ESP32C5FirmwareImage,
+    "esp32c6": ESP32C6FirmwareImage,
+    "esp32p4": ESP32P4FirmwareImage,
 }
 
 APP_DESC_MAGIC = 0xABCD5432
 BOOTLOADER_DESC_MAGIC = 0x50
 SEED_IMAGE_SIZE = 1525536  # the seed README's micropython.bin: 372 blocks + 1824 bytes
+MMU_PAGE = 0x10000
+
+
+class Chip:
+    """How an ESP-IDF v5.5 build of MicroPython's ESP32_GENERIC* board lays out an app for a
+    chip. Addresses: ESP-IDF components/soc/<chip>/include/soc/soc.h and esptool's targets;
+    board and MCU names: MicroPython v1.28.0 ports/esp32/boards/<board>/mpconfigboard.h.
+
+    iram: where .iram0.text starts; i_d: SOC_I_D_OFFSET (IRAM alias minus DRAM address of the
+    shared D/IRAM, 0 where both buses see one address), DRAM data following the IRAM there;
+    dram: a fixed .dram0.data address (ESP32); shared_vaddr: DROM's virtual addresses follow the
+    IROM's in one MMU space (rodata placed after text), as on all chips after the S2; rtc:
+    (address, length) of the RTC/LP memory segments; sizes: DROM, DRAM, IRAM, IROM, of a
+    v1.2x release (about 1.2-1.45 MB, so that it fits a 1.5 MB OTA slot)."""
+
+    def __init__(self, name, board, mcu, build, iram, i_d, dram, shared_vaddr, rtc, sizes, rev):
+        self.name, self.board, self.mcu, self.build = name, board, mcu, build
+        self.iram, self.i_d, self.dram = iram, i_d, dram
+        self.shared_vaddr, self.rtc, self.sizes = shared_vaddr, rtc, sizes
+        self.min_rev, self.max_rev = rev
+        self.cls = IMAGE_CLASSES[name]
+        self.rom = self.cls.ROM_LOADER
+
+
+CHIPS = {
+    c.name: c
+    for c in (
+        Chip("esp32", "Generic ESP32 module", "ESP32", "ESP32_GENERIC",
+             0x40080000, None, 0x3FFBDB60, False,
+             [(0x400C0000, 0x64), (0x50000000, 0x10)],
+             (0x3A1C0, 0x4B6C, 0x1A5F4, 0x10E4A8), (0, 399)),
+        Chip("esp32s2", "Generic ESP32S2 module", "ESP32S2", "ESP32_GENERIC_S2",
+             0x40024000, 0x70000, None, False,
+             [(0x40070000, 0x5C), (0x50000000, 0x10)],
+             (0x35A40, 0x2B10, 0x13C80, 0xF1E24), (0, 199)),
+        Chip("esp32s3", "Generic ESP32S3 module", "ESP32S3", "ESP32_GENERIC_S3",
+             0x40374000, 0x6F0000, None, True,
+             [(0x600FE000, 0x6C), (0x50000000, 0x10)],
+             (0x3C7E4, 0x3A2C, 0x16F00, 0xF8C6C), (0, 99)),
+        Chip("esp32c2", "ESP32C2 module", "ESP32C2", "ESP32_GENERIC_C2",
+             0x40380000, 0x6E0000, None, True, [],
+             (0x2E9A8, 0x11D4, 0xE3E8, 0xCB5F0), (100, 199)),
+        Chip("esp32c3", "ESP32C3 module", "ESP32C3", "ESP32_GENERIC_C3",
+             0x40380000, 0x700000, None, True,
+             [(0x50000000, 0x14), (0x5000081C, 0x20)],
+             (0x33D94, 0x155C, 0x10C24, 0xDCF94), (3, 199)),
+        Chip("esp32c5", "ESP32C5 module", "ESP32C5", "ESP32_GENERIC_C5",
+             0x40800000, 0, None, True, [(0x50000000, 0x18)],
+             (0x35C10, 0x1A40, 0x14A38, 0xE8B5C), (100, 199)),
+        Chip("esp32c6", "ESP32C6 module", "ESP32C6", "ESP32_GENERIC_C6",
+             0x40800000, 0, None, True, [(0x50000000, 0x18)],
+             (0x3570C, 0x19E8, 0x143F0, 0xE6A10), (0, 99)),
+        Chip("esp32p4", "Generic ESP32P4 module", "ESP32P4", "ESP32_GENERIC_P4",
+             0x4FF00000, 0, None, True, [(0x50108000, 0x18)],
+             (0x39A28, 0x2E84, 0x1B2C4, 0xF9E0C), (1, 199)),
+    )
+}  # fmt: skip
+
+
+def banner(version: str, date: str) -> str:
+    """MICROPY_BANNER_NAME_AND_VERSION (py/mpconfig.h): the REPL's first line, up to ';'."""
+    return f"MicroPython {version} on {date}"
+
+
+def machine(chip: str, board: str | None = None) -> str:
+    """MICROPY_BANNER_MACHINE, os.uname().machine: MICROPY_HW_BOARD_NAME " with " MCU_NAME."""
+    c = CHIPS[chip]
+    return f"{board or c.board} with {c.mcu}"
+
+
+def release(version: str) -> str:
+    """os.uname().release, MICROPY_VERSION_STRING: "1.28.0" (a preview: "1.28.0-preview")."""
+    v = version.lstrip("v").split("-")
+    return v[0] + ("-preview" if len(v) > 1 and v[1].startswith("preview") else "")
 
 
 def _code(rng: random.Random, n: int) -> bytes:
@@ -39,16 +135,52 @@ def _code(rng: random.Random, n: int) -> bytes:
     return bytes(out[:n])
 
 
+def _cstr(*strings: str) -> bytes:
+    """String constants as the compiler puts them in .rodata: NUL-terminated, 4-byte aligned."""
+    out = b""
+    for s in strings:
+        b = s.encode() + b"\0"
+        out += b + bytes(-len(b) % 4)
+    return out
+
+
+def _rodata(version, date, chip, board, idf_ver):
+    """The rodata strings that name the firmware, in the order the reference build has them:
+    the panic handler's message (ports/esp32/panichandler.c), the REPL help
+    (ports/esp32/help.c), os.uname()'s machine and release (extmod/modos.c), the REPL banner
+    pair (shared/runtime/pyexec.c; os.uname().version is its tail), sys.version (py/modsys.c)."""
+    m = machine(chip, board)
+    panic = (
+        "\r\nA fatal error occurred. The crash dump printed below may be used to help\r\n"
+        "determine what caused it. If you are not already running the most recent\r\n"
+        "version of MicroPython, consider upgrading. New versions often fix bugs.\r\n\r\n"
+        "To learn more about how to debug and/or report this crash visit the wiki\r\n"
+        "page at: https://github.com/micropython/micropython/wiki/ESP32-debugging\r\n\r\n"
+        f"MPY version : {version} on {date}\r\nIDF version : {idf_ver}\r\n"
+        f"Machine     : {m}\r\n\r\n"
+    )
+    return [
+        _cstr(panic),
+        _cstr("Welcome to MicroPython on the ESP32!\n\nFor online docs please visit "
+              "http://docs.micropython.org/\n"),
+        _cstr(m, release(version)),
+        _cstr(banner(version, date), "; " + m),
+        _cstr(CHIPS[chip].build, "3.4.0; " + banner(version, date)),
+    ]  # fmt: skip
+
+
 def app_desc(
     version: str,
-    project: str = "micropython",
-    idf_ver: str = "v5.4.2",
-    date: str = "Nov 27 2026",
-    time: str = "12:00:00",
+    project: str = "",
+    idf_ver: str = "v5.5.2",
+    date: str = "Apr  6 2026",
+    time: str = "13:12:49",
     secure_version: int = 0,
     elf_sha256: bytes = b"",
 ) -> bytes:
-    """`esp_app_desc_t` (components/esp_app_format/include/esp_app_desc.h), 256 bytes."""
+    """`esp_app_desc_t` (components/esp_app_format/include/esp_app_desc.h), 256 bytes, as
+    esp_app_desc.c fills it: version/project_name (empty in MicroPython's builds), __TIME__,
+    __DATE__, IDF_VER, the ELF's SHA-256, efuse block revisions 0.0-1.99, MMU page 2^16."""
 
     def field(s: str, n: int) -> bytes:
         b = s.encode()[: n - 1]
@@ -57,7 +189,7 @@ def app_desc(
     d = struct.pack("<II8x", APP_DESC_MAGIC, secure_version)
     d += field(version, 32) + field(project, 32) + field(time, 16) + field(date, 16)
     d += field(idf_ver, 32) + (elf_sha256 or bytes(32))[:32]
-    d += struct.pack("<HHBB", 0, 0xFFFF, 16, 0)  # efuse blk rev min/max, mmu page 2^16
+    d += struct.pack("<HHBB", 0, 199, 16, 0)
     return d + bytes(256 - len(d))
 
 
@@ -65,73 +197,130 @@ def _image(chip: str, digest: bool = True):
     cls = IMAGE_CLASSES[chip]
     img = cls()
     img.flash_mode = 2  # DIO
-    img.flash_size_freq = 0x20  # 4MB, 40MHz
+    freq = cls.ROM_LOADER.FLASH_FREQUENCY
+    f = freq["40m"] if chip == "esp32" else freq.get("80m", freq.get("60m", 0))
+    img.flash_size_freq = 0x20 | f  # 4MB
     img.append_digest = digest
     img.min_rev_full = 0
     img.max_rev_full = 399
     return img
 
 
+def _up(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
 def app_image(
     version: str = "v1.24.0",
-    project: str = "micropython",
     size: int | None = None,
     chip: str = "esp32",
-    idf_ver: str = "v5.4.2",
-    date: str = "Nov 27 2026",
-    secure_version: int = 0,
+    project_version: str = "",
+    board: str | None = None,
+    date: str | None = None,
+    build: int = 0,
+    idf_ver: str = "v5.5.2",
     digest: bool = True,
+    secure_version: int = 0,
 ) -> bytes:
-    """A bootable app image; `size` (bytes) gives its exact length when set; `digest=False`
-    leaves out the appended SHA-256 (hash_appended = 0)."""
-    rng = random.Random(f"{project} {version} {chip}")
-    rom = _image(chip).ROM_LOADER
+    """A bootable app image of MicroPython `version` (its git tag or `git describe`) for `chip`,
+    as MicroPython's esp32 port builds it. `size` (bytes, a multiple of 16) gives its exact
+    length; `project_version` is esp_app_desc_t.version, set only by custom builds with
+    PROJECT_VER; `board` replaces MICROPY_HW_BOARD_NAME; `date` is MICROPY_BUILD_DATE
+    (YYYY-MM-DD, default: derived from the version); `build` seeds what differs between two
+    builds of the same source (app_elf_sha256, section sizes); `digest=False` leaves out the
+    appended SHA-256 (hash_appended = 0)."""
+    if chip not in CHIPS:
+        raise ValueError(f"unknown chip {chip!r} (one of {', '.join(CHIPS)})")
+    c = CHIPS[chip]
+    rng = random.Random(f"{version} {chip} {project_version} {board} {date} {build} {idf_ver}")
+    if date is None:
+        # A stable date per version: 2024-01-01 plus a day per minor and micro release.
+        nums = [int(x) for x in release(version).split("-")[0].split(".")[:3] if x.isdigit()]
+        nums += [0] * (3 - len(nums))
+        day = datetime.date(2020, 1, 1) + datetime.timedelta(nums[1] * 60 + nums[2] * 7)
+        date = day.isoformat()
+    d = datetime.date.fromisoformat(date)
+    cdate = f"{d.strftime('%b')} {d.day:2d} {d.year}"  # __DATE__
+    ctime = "%02d:%02d:%02d" % (rng.randrange(24), rng.randrange(60), rng.randrange(60))
     desc = app_desc(
-        version,
-        project,
-        idf_ver,
-        date,
-        secure_version=secure_version,
-        elf_sha256=rng.randbytes(32),
+        project_version, "", idf_ver, cdate, ctime, secure_version, elf_sha256=rng.randbytes(32)
     )
-    small = size is not None and size < 160 * 1024
-    drom = desc + _code(rng, (2 if small else 24) * 1024)
-    dram = _code(rng, (2 if small else 8) * 1024)
-    iram = _code(rng, 48 * 1024)
-    # The growing segment: flash-mapped code (IROM), or for images too small to reach the
-    # second 64 KB MMU page, IRAM.
-    grow = 256 * 1024 if size is None else max(4096, size - (8 if small else 160) * 1024) // 4 * 4
-    fill = _code(rng, grow + 128 * 1024)
-    if chip == "esp32":
-        dram_addr, iram_addr = 0x3FFB0000, 0x40080000
-    else:
-        dram_addr, iram_addr = 0x3FC88000, 0x40380000
+    jitter = [rng.randrange(-0x800, 0x800) // 4 * 4 for _ in range(4)]
+    drom_n, dram_n, iram_n, irom_n = (max(64, n + j) for n, j in zip(c.sizes, jitter, strict=True))
+    default_total = drom_n + dram_n + iram_n + irom_n
+    small = False
+    if size is not None and size < default_total:
+        scale = size / default_total
+        drom_n = max(4096, int(drom_n * scale) // 4 * 4)
+        dram_n = max(256, int(dram_n * scale) // 4 * 4)
+        iram_n = max(1024, int(iram_n * scale) // 4 * 4)
+        small = size < MMU_PAGE + 0x3000  # no room for IROM on the second MMU page
 
-    def build(n: int) -> bytes:
+    strings = _rodata(version, date, chip, board, idf_ver)
+    drom = bytearray(_code(rng, drom_n - 256))
+    if len(drom) < sum(map(len, strings)) + 64:
+        raise ValueError(f"cannot build an app image of {size} bytes: too small")
+    # Place each string block at a 4-aligned offset, in order, spread over the rodata.
+    room = len(drom) - sum(map(len, strings))
+    cuts = sorted(rng.randrange(room) // 4 * 4 for _ in strings)
+    pos = 0
+    prev = 0
+    out = bytearray()
+    for cut, blk in zip(cuts, strings, strict=True):
+        out += drom[prev : prev + cut - pos] + blk
+        prev += cut - pos
+        pos = cut
+    out += drom[prev : prev + room - pos]
+    drom = desc + bytes(out)
+    dram = _code(rng, dram_n)
+    iram = _code(rng, iram_n)
+    rtc = [(a, _code(rng, n)) for a, n in c.rtc]
+    entry = c.iram + rng.randrange(0x100, 0x800) // 4 * 4
+    if c.dram is not None:
+        dram_addr = c.dram
+    else:
+        dram_addr = _up(c.iram + iram_n, 0x200) - c.i_d
+
+    grow = irom_n if size is None else max(4, size - (drom_n + dram_n + iram_n)) // 4 * 4
+    if small:
+        grow = max(4, size - drom_n - dram_n - 0x200) // 4 * 4
+    fill = _code(rng, grow + 2 * MMU_PAGE)
+
+    def build_image(n: int) -> bytes:
         img = _image(chip, digest)
-        img.entrypoint = iram_addr + 0x400
-        img.segments = [
-            ELFSection(b".flash.rodata", rom.DROM_MAP_START + 0x20, drom, 0),
-            ELFSection(b".dram0.data", dram_addr, dram, 0),
-        ]
-        if small:
-            img.segments.append(ELFSection(b".iram0.text", iram_addr, fill[:n], 0))
+        img.min_rev_full, img.max_rev_full = c.min_rev, c.max_rev
+        img.min_rev = c.min_rev // 100 if chip == "esp32" else c.min_rev
+        img.entrypoint = entry
+        irom_addr = c.rom.IROM_MAP_START + 0x20
+        if c.shared_vaddr:  # rodata after the text, in the same virtual address space
+            # (C5, C6, P4: one window for both, SOC_DROM_LOW == SOC_IROM_LOW)
+            base = c.rom.DROM_MAP_START
+            if base > c.rom.IROM_MAP_START or c.name in ("esp32c5", "esp32c6", "esp32p4"):
+                base = c.rom.IROM_MAP_START
+            drom_addr = base + _up(0x20 + n, MMU_PAGE) + 0x20
         else:
-            img.segments += [
-                ELFSection(b".iram0.text", iram_addr, iram, 0),
-                ELFSection(b".flash.text", rom.IROM_MAP_START + 0x20, fill[:n], 0),
-            ]
+            drom_addr = c.rom.DROM_MAP_START + 0x20
+        # ".flash.appdesc" goes first however the addresses sort (elf2image's C6 rule).
+        segs = [ELFSection(b".flash.appdesc", drom_addr, bytes(drom), 0)]
+        segs.append(ELFSection(b".dram0.data", dram_addr, dram, 0))
+        if small:
+            segs.append(ELFSection(b".iram0.text", c.iram, iram + fill[:n], 0))
+        else:
+            segs.append(ELFSection(b".iram0.text", c.iram, iram, 0))
+            segs.append(ELFSection(b".flash.text", irom_addr, fill[:n], 0))
+        segs += [ELFSection(b".rtc.text", a, data, 0) for a, data in rtc]
+        img.segments = segs
         return img.save(None)
 
-    out = build(grow)
-    # Padding for the MMU alignment moves with the IROM length: converge on the exact size.
+    out = build_image(grow)
+    # The RAM spent filling the gap before IROM moves with the sizes: converge on the size.
     for _ in range(8):
         if size is None or len(out) == size:
             return out
         grow += size - len(out)
         if grow <= 0 or grow % 4 or grow > len(fill):
             break
-        out = build(grow)
+        out = build_image(grow)
     if len(out) != size:
         raise ValueError(f"cannot build an app image of exactly {size} bytes")
     return out

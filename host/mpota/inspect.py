@@ -4,6 +4,8 @@ esp-idf-defs (a port of ESP-IDF's gen_esp32part), otadata through the simulator'
 
 from __future__ import annotations
 
+import re
+
 from esp_idf_defs import AppDescription, PartitionTable
 from espsim import otadata, parttable
 
@@ -33,6 +35,48 @@ def app_description(image: bytes) -> AppDescription | None:
     return AppDescription.from_bytes_or_none(image[32 : 32 + 256])
 
 
+_BANNER = re.compile(
+    rb"MicroPython (?:\(with v2\.0 preview\) )?([^\0 ]+) on (\d{4}-\d\d-\d\d)\0+"
+    rb"(?:; ([^\0]*)\0)?"
+)
+
+
+def banner(image: bytes) -> tuple[str, str, str | None] | None:
+    """(version, build date, machine) from MicroPython's REPL banner in an image's rodata
+    ("MicroPython v1.28.0 on 2026-04-06\\0" then "; ESP32C3 module with ESP32C3\\0"),
+    or None."""
+    m = _BANNER.search(image)
+    if not m:
+        return None
+    return (
+        m.group(1).decode(),
+        m.group(2).decode(),
+        m.group(3).decode() if m.group(3) is not None else None,
+    )
+
+
+def identity(image: bytes) -> dict | None:
+    """A firmware's identity (DESIGN.md): build id (app_elf_sha256) and version, the app
+    description's when set, else MicroPython's from the banner."""
+    d = app_description(image)
+    if d is None:
+        return None
+    b = banner(image)
+    out = {
+        "build": image[32 + 144 : 32 + 176].hex(),
+        "version": d.version or (b[0] if b else ""),
+        "source": "app" if d.version else ("banner" if b else None),
+        "project": d.project_name or ("MicroPython" if b else ""),
+        "date": b[1] if b else None,
+        "machine": b[2] if b else None,
+    }
+    return out
+
+
+def _name(i: dict) -> str:
+    return f"{i['project'] or 'firmware'} {i['version'] or '(unknown version)'}"
+
+
 def describe_flash(flash: bytes) -> str:
     table = read_table(flash)
     out = ["Partition table (esp-idf-defs):", table.to_csv().rstrip()]
@@ -55,9 +99,10 @@ def describe_flash(flash: bytes) -> str:
     out.append("app partitions:")
     for p in (p for p in table if p.type == 0):
         d = app_description(flash[p.offset : p.offset + 512])
+        i = identity(flash[p.offset : p.offset + p.size]) if d else None
         what = (
-            f"{d.project_name} {d.version} ({d.date} {d.time}, IDF {d.idf_version})"
-            if d
+            f"{_name(i)} ({d.date} {d.time}, IDF {d.idf_version}, build {i['build'][:8]})"
+            if d and i
             else ("empty" if flash[p.offset] == 0xFF else "no app description")
         )
         out.append(f"  {p.name:10s} 0x{p.offset:06x}  {what}")
@@ -89,9 +134,20 @@ def describe_file(data: bytes) -> str:
         import hashlib
 
         chip = int.from_bytes(data[12:14], "little")
+        i = identity(data)
         return "\n".join(
             [
-                f"App image: {desc.project_name} {desc.version}",
+                f"App image: {_name(i)}",
+                f"  version:   {i['version'] or '(none)'} (from the "
+                + {"app": "app description", "banner": "MicroPython banner"}.get(
+                    i["source"], "nowhere: no app version, no banner"
+                )
+                + ")",
+            ]
+            + ([f"  banner:    MicroPython {i['version']} on {i['date']}"] if i["date"] else [])
+            + ([f"  machine:   {i['machine']}"] if i["machine"] else [])
+            + [
+                f"  build id:  {i['build']} (app_elf_sha256)",
                 f"  chip id:   {chip}",
                 f"  built:     {desc.date} {desc.time}, ESP-IDF {desc.idf_version}",
                 f"  length:    {len(data)} bytes",

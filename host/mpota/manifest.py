@@ -111,12 +111,16 @@ def describe_image(path: str | Path) -> dict:
         raise ValueError(f"{path}: the image checksum is wrong")
     if getattr(img, "append_digest", False) and img.stored_digest != img.calc_digest:
         raise ValueError(f"{path}: the image's appended SHA-256 is wrong")
+    from .inspect import identity
+
+    i = identity(data)
     return {
         "sha": hashlib.sha256(data).hexdigest(),
         "length": len(data),
         "chip": chip,
-        "version": desc.version,
-        "project": desc.project_name,
+        "version": i["version"],
+        "project": i["project"],
+        "build": i["build"],
         "idf": desc.idf_version,
     }
 
@@ -126,12 +130,17 @@ def make(
     out_dir: str | Path | None = None,
     compression: str | None = None,
     url: str | None = None,
+    version: str | None = None,
 ) -> dict:
-    """A manifest for `image`; with `compression` ("zlib" or "gzip") the compressed file is
-    written next to it (or in out_dir) and the manifest names it. sha and length always
-    describe the image itself, compressed_sha and compressed_length the file served."""
+    """A manifest for `image` (its version: `version`, else the image's own: the app
+    description's, else MicroPython's banner); with `compression` ("zlib" or "gzip") the
+    compressed file is written next to it (or in out_dir) and the manifest names it. sha and
+    length always describe the image itself, compressed_sha and compressed_length the file
+    served."""
     image = Path(image)
     m = describe_image(image)
+    if version:
+        m["version"] = version
     out = Path(out_dir) if out_dir else image.parent
     name = image.name
     if compression:

@@ -60,8 +60,22 @@ def _fs_label():
     return None
 
 
+# (version, project, date, time, idf_ver, build id) named by firmware identity (ota/identity.py):
+# MicroPython's version where the app description has none.
+def _describe(be, part, running):
+    from . import identity
+
+    d = be.describe(part)
+    i = identity.of_partition(part, be, running) if d else None
+    if not i:
+        return d
+    project = d[1] or ("MicroPython" if i["source"] != "app" else "")
+    return (i["version"] or "", project, d[2], d[3], d[4], i["build"])
+
+
 def slots(backend=None):
-    # [(label, state name, (version, project, date, time, idf_ver) or None, running, boot)]
+    # [(label, state name, (version, project, date, time, idf_ver, build) or None, running,
+    #   boot)]
     be = _backend.get(backend)
     running = Partition(Partition.RUNNING).info()[2]
     try:
@@ -76,7 +90,7 @@ def slots(backend=None):
             (
                 info[4],
                 "-" if st is None else _otadata.NAMES.get(st, "0x%x" % st),
-                be.describe(p),
+                _describe(be, p, info[2] == running),
                 info[2] == running,
                 info[2] == boot,
             )

@@ -83,35 +83,10 @@ def _running():
 
 
 def running_version(backend=None):
-    from . import _backend
+    from . import identity
 
-    d = _backend.get(backend).describe(_running())
-    return d[0] if d else None
-
-
-# Refuse an image that is not newer than the running firmware, unless allowed.
-def check_version(new, what, allow_downgrade=False, backend=None):
-    from . import version
-
-    if allow_downgrade or not new:
-        return
-    cur = running_version(backend)
-    c = version.compare(new, cur) if cur else None
-    if c is None:
-        raise ValueError(
-            "Cannot compare the %s version %r with the running firmware's %r: "
-            "pass allow_downgrade=True to install it anyway." % (what, new, cur)
-        )
-    if c == 0:
-        raise ValueError(
-            "The %s version %s is the running firmware's: nothing to do "
-            "(allow_downgrade=True installs it again)." % (what, new)
-        )
-    if c < 0:
-        raise ValueError(
-            "The %s version %s is older than the running firmware's %s: refused "
-            "(allow_downgrade=True allows it)." % (what, new, cur)
-        )
+    i = identity.running(backend)
+    return i["version"] if i else None
 
 
 class _Download:
@@ -126,6 +101,7 @@ class _Download:
         self.first = 0
         self.saved = 0
         self.line = False  # a progress line is open
+        self.scan = None  # bytes of the stream in which to look for the banner
 
     def say(self, *args, **kw):
         if self.o["verbose"]:
@@ -186,18 +162,24 @@ class _Download:
             return r, 0
         return r, r.start
 
-    # The image's own version (its esp_app_desc_t) must match the manifest's and be acceptable,
-    # before anything is erased.
-    def _check_image(self, desc):
+    # The image's identity against the policy (ota/policy.py), before anything is erased; the
+    # MicroPython banner is looked for as the image streams in (limit: its first segment).
+    def _check_image(self, head, start=0):
+        from . import _image, identity
+
+        desc = _image.describe(head[32:])
         if not desc:
-            return  # no app description: the writer refuses such an image with its own words
-        v = desc[0]
-        if self.o["version"] and v != self.o["version"]:
-            raise ValueError(
-                "The image is version %s, but the manifest says %s: refused."
-                % (v, self.o["version"])
-            )
-        check_version(v, "image", self.o["allow_downgrade"], self.o["backend"])
+            return None  # no app description: the writer refuses such an image in its words
+        self.o["policy"].check_head(head, desc)
+        if desc[0]:
+            return None
+        limit = identity.first_segment(head) + 32 - max(start, len(head))
+        if start:
+            found = identity.scan_partition(self.ota.part, start)
+            if found:
+                self.o["policy"].banner(found)
+                return None
+        return limit if limit > 0 else None
 
     # The first 288 bytes (header, segment header, esp_app_desc_t), checked; the writer gets them.
     def _head(self, stream):
@@ -211,8 +193,7 @@ class _Download:
             if not n:
                 break
             got += n
-        if got == len(head):
-            self._check_image(_image.describe(mv[32:]))
+        self.scan = self._check_image(mv) if got == len(head) else None
         return mv[:got]
 
     def _writer(self, start):
@@ -258,11 +239,17 @@ class _Download:
             self.t0 = _ms()
             if start:
                 self.say("Resumed at byte %d." % start)
-                from . import _backend
+                from . import _image
 
-                self._check_image(_backend.get(self.o["backend"]).describe(self.ota.part))
+                head = bytearray(_image.HEAD)
+                self.ota.part.readblocks(0, head)
+                self.scan = self._check_image(head, start)
             else:
                 self.ota.write(self._head(body))
+            if self.scan:
+                from . import identity
+
+                body = identity.Tap(body, self.scan, self.o["policy"].banner)
             self.ota.write_file(body)
             self.say("", end="")
             if tap and self.o["compressed_length"] and tap.n != self.o["compressed_length"]:
@@ -368,8 +355,12 @@ def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **k
     opts["verbose"] = verbose
     if verbose:
         print("Opening firmware file %s..." % url)
-    if opts["version"]:
-        check_version(opts["version"], "manifest", opts["allow_downgrade"], opts["backend"])
+    from . import identity, policy
+
+    pol = opts["policy"] = policy.Policy(opts["version"], opts["allow_downgrade"], opts["backend"])
+    if verbose:
+        print("Replacing %s." % identity.name(pol.running))
+    pol.check_declared()
     result = _Download(url, sha, length, opts).run()
     if reboot:
         _reboot(10 if reboot is True else int(reboot))
