@@ -90,11 +90,15 @@ def test_padding_segments_where_elf2image_puts_them(tmp_path):
     data = image("v1.23.0", 150_032)
     segs = segments(image_info(tmp_path, data))
     assert [a for _, a, _ in segs].count(0) == 1
-    from espsim import appimage
+    from espsim import appimage, chips
 
     md = appimage.Metadata()
     md.segments = [(a, n, 0) for n, a, _ in segs]
-    appimage.check_load_addresses(md)  # no "bad load address range"
+    appimage.check_load_addresses(md, chips.get("esp32"))  # no "bad load address range"
+    # The same segments with the padding's address changed to one no RAM has are refused.
+    md.segments = [(0x20000000 if a == 0 else a, n, o) for a, n, o in md.segments]
+    with pytest.raises(appimage.Invalid, match="bad load address range"):
+        appimage.check_load_addresses(md, chips.get("esp32"))
 
 
 @pytest.mark.skipif(not REF_BIN.exists(), reason=f"no reference image in {REFERENCE}")
