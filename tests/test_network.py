@@ -57,6 +57,14 @@ def update(sim, url, fn="from_json", cwd=None, **kw):
     return results[-1][len("RESULT ") :], r.stdout
 
 
+def saved_offset(tmp_path, low, high):
+    """The resume offset in the device's state file: a 4 KB boundary in [low, high) (where
+    exactly depends on how the bytes came off the socket and on the backend's chunks)."""
+    off = json.loads((tmp_path / "ota_resume.json").read_text())["offset"]
+    assert low <= off < high and off % 4096 == 0, off
+    return off
+
+
 def firmware_requests(server):
     return [rng for path, rng in server.log if path.endswith(".bin") or ".bin." in path]
 
@@ -120,11 +128,13 @@ def test_resume_after_a_reboot(sim, site, tmp_path):
     assert "espsim: hard reset" in r.stdout and "RESULT" not in r.stdout
     assert sim.running() == "ota_0"  # the reboot came before the update completed
     state = json.loads((tmp_path / "ota_resume.json").read_text())
-    assert state["offset"] == 196608 and state["slot"] == "ota_1"
+    # The last 64 KB step saved before the reset at 250,000 bytes, on a 4 KB boundary.
+    off = state["offset"]
+    assert 196608 <= off < 250000 and off % 4096 == 0 and state["slot"] == "ota_1", state
     result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
     assert result == "ok", out
-    assert "Resuming after the first 196608 bytes" in out
-    assert firmware_requests(server)[-1] == "bytes=196608-"
+    assert f"Resuming after the first {off} bytes" in out
+    assert firmware_requests(server)[-1] == f"bytes={off}-"
     assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
     assert not (tmp_path / "ota_resume.json").exists()
 
@@ -137,8 +147,7 @@ def test_resume_after_a_power_cut(sim, site, tmp_path):
     assert "PowerCut" in sim.out and "RESULT" not in r.stdout
     sim.power_on()
     assert sim.running() == "ota_0"
-    offset = json.loads((tmp_path / "ota_resume.json").read_text())["offset"]
-    assert offset in (131072, 196608), offset
+    offset = saved_offset(tmp_path, 131072, 250000)
     result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
     assert result == "ok", out
     assert firmware_requests(server)[-1] == f"bytes={offset}-"
@@ -432,6 +441,14 @@ def test_https_with_certificate_check(sim, tmp_path):
         good = sim.run("CA = " + repr(ca) + code, cwd=tmp_path, hosts=hosts)
         assert "RESULT ok" in good.stdout, sim.out
         assert sim.boot_slot() == "ota_1"
+        # With a CA, a redirect to plain http is refused (it would drop the authentication).
+        server.faults["redirect"] = {"/moved.json": "http://ota.test/manifest.json"}
+        moved = code.replace("/manifest.json", "/moved.json")
+        r = sim.run("CA = " + repr(ca) + moved, cwd=tmp_path, hosts=hosts)
+        assert (
+            "RESULT ValueError refused: https://ota.test/moved.json redirects to plain http"
+            in (r.stdout)
+        ), sim.out
     finally:
         server.shutdown()
         server.server_close()
@@ -448,7 +465,7 @@ def test_firmware_without_esp_ota_resume_starts_again(sim, site, tmp_path):
         fn="from_json", url=base + "/manifest.json", kw=f", progress={RESET_MIDWAY}"
     )
     sim.run(code, cwd=tmp_path)
-    assert json.loads((tmp_path / "ota_resume.json").read_text())["offset"] == 196608
+    saved_offset(tmp_path, 196608, 250000)
     r = sim.run(
         DEVICE.format(fn="from_json", url=base + "/manifest.json", kw=""),
         cwd=tmp_path,
@@ -478,6 +495,33 @@ def test_redirects_are_followed(sim, site, tmp_path):
     assert sim.boot_slot() == "ota_1"
 
 
+def test_relative_redirects_and_absolute_firmware_paths(sim, site, tmp_path):
+    # "firmware": "/fw/..." is a path on the manifest's server, never a file on the device;
+    # relative Locations resolve against the URL that answered.
+    www, server, base = site
+    (www / "fw").mkdir()
+    (www / "fw" / "micropython.bin").write_bytes(NEW)
+    (tmp_path / "fw").mkdir()
+    (tmp_path / "fw" / "micropython.bin").write_bytes(b"a local file, not the image")
+    (www / "sub").mkdir()
+    m = manifest.make(www / "micropython.bin")
+    m["firmware"] = "/fw/old.bin"
+    (www / "sub" / "manifest.json").write_text(json.dumps(m))
+    server.faults["redirect"] = {
+        "/moved.json": "sub/manifest.json",  # relative to /moved.json: /sub/manifest.json
+        "/fw/old.bin": "micropython.bin",  # relative to /fw/old.bin: /fw/micropython.bin
+    }
+    result, out = update(sim, base + "/moved.json", cwd=tmp_path)
+    assert result == "ok", out
+    assert [p for p, _ in server.log] == [
+        "/moved.json",
+        "/sub/manifest.json",
+        "/fw/old.bin",
+        "/fw/micropython.bin",
+    ]
+    assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
+
+
 def test_resumed_download_still_checks_the_image_version(sim, site, tmp_path):
     # After a reboot the image's first bytes are on flash, not in the stream: its app
     # description is read from the slot and checked as a fresh download's would be.
@@ -487,7 +531,7 @@ def test_resumed_download_still_checks_the_image_version(sim, site, tmp_path):
         fn="from_json", url=base + "/manifest.json", kw=f", progress={RESET_MIDWAY}"
     )
     sim.run(code, cwd=tmp_path)
-    assert json.loads((tmp_path / "ota_resume.json").read_text())["offset"] == 196608
+    off = saved_offset(tmp_path, 196608, 250000)
     result, out = update(
         sim,
         base + "/micropython.bin",
@@ -497,7 +541,7 @@ def test_resumed_download_still_checks_the_image_version(sim, site, tmp_path):
         length=len(NEW),
         version="v1.23.5",
     )
-    assert "Resumed at byte 196608." in out, out
+    assert f"Resumed at byte {off}." in out, out
     assert result == (
         "ValueError The image is version v1.23.0 (its MicroPython banner), but the manifest "
         "says v1.23.5: refused."

@@ -1,9 +1,16 @@
 # A small HTTP/1.0 GET client for firmware downloads, over socket and ssl: Range requests,
 # redirects, status errors, and TLS with certificate checking when given a CA.
 #
-#   r = get(url, start=0, ca=None, timeout=30, headers=None, auth=None)
+#   r = get(url, start=0, ca=None, timeout=30, headers=None, auth=None, deadline=None)
 #   r.status, r.start (first byte served), r.length (bytes in the body, -1 unknown),
 #   r.total (size of the whole file, -1 unknown), r.readinto(buf), r.read(n), r.close()
+#   r.expect: bytes the caller expects when the server gives no Content-Length (a connection
+#   closed before them is a dropped download, NetError, not the end of the file)
+#
+# timeout bounds each wait on the socket; deadline (a time.ticks_ms() value) bounds the whole
+# request, headers and body, so that a server sending a byte a second cannot hold the device.
+# Headers are limited in size; a relative Location is resolved against the request's URL
+# (join()); a redirect from https with a CA to plain http is refused.
 #
 # With ca (the CA certificate, PEM or DER bytes) the server's certificate must chain to it and
 # name the host; without, https is encrypted but the server is not authenticated (as
@@ -15,8 +22,11 @@
 # on to another host or port when the server redirects there.
 
 import socket
+import sys
+import time
 
 _REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_HEADERS = 8192  # bytes of status line and headers accepted from a server
 
 
 class NetError(OSError):
@@ -44,10 +54,124 @@ def _split(url):
         raise ValueError("not an http(s) URL: %r" % url)
     hostport, _, path = rest.partition("/")
     host, _, port = hostport.partition(":")
-    return scheme, host, int(port) if port else (443 if scheme == "https" else 80), "/" + path
+    if not host or (port and not port.isdigit()):
+        raise ValueError("not an http(s) URL: %r" % url)
+    return scheme, host, int(port) if port else _PORTS[scheme], "/" + path
 
 
-def _connect(scheme, host, port, ca, timeout):
+_PORTS = {"http": 80, "https": 443}
+
+
+# ref (a Location header, a manifest's "firmware") resolved against the URL base (RFC 3986 5.2,
+# without dot segments): absolute, scheme-relative (//host/...), absolute path or relative path.
+def join(base, ref):
+    if "://" in ref:
+        return ref
+    scheme, _, rest = base.partition("://")
+    if ref.startswith("//"):
+        return scheme + ":" + ref
+    hostport, slash, path = rest.partition("/")
+    if ref.startswith("/"):
+        return "%s://%s%s" % (scheme, hostport, ref)
+    path = (slash + path).split("?")[0].split("#")[0]
+    return "%s://%s%s%s" % (scheme, hostport, path[: path.rfind("/") + 1] or "/", ref)
+
+
+# Milliseconds left before deadline (a time.ticks_ms() value; CPython: time.time() * 1000).
+def _left(deadline):
+    if hasattr(time, "ticks_ms"):
+        return time.ticks_diff(deadline, time.ticks_ms())
+    return deadline - time.time() * 1000
+
+
+def _late(deadline):
+    return deadline is not None and _left(deadline) <= 0
+
+
+class _Conn:
+    # A connected socket that reads what has come (never waits to fill the whole buffer, as a
+    # MicroPython stream read does), each wait bounded by the timeout and by the deadline: a
+    # server that sends a byte a second cannot hold a read, or the call, beyond them.
+    def __init__(self, s, timeout, deadline, url):
+        self.s = s
+        self.timeout = timeout
+        self.deadline = deadline
+        self.url = url
+        self.poll = None
+        if sys.implementation.name == "micropython":  # non-blocking reads, poll() to wait
+            import select
+
+            self.poll = select.poll()
+            self.poll.register(s, select.POLLIN)
+        self.one = bytearray(1)
+
+    def write(self, data):
+        if self.poll:
+            self.s.write(data)
+        else:
+            self.s.sendall(data)
+
+    def _wait_ms(self):
+        ms = int(self.timeout * 1000)
+        if self.deadline is not None:
+            left = _left(self.deadline)
+            if left <= 0:
+                raise self._timed_out()
+            ms = min(ms, int(left) + 1)
+        return ms
+
+    def _timed_out(self):
+        if _late(self.deadline):
+            return NetError(110, "the download's deadline passed (%s)" % self.url)
+        return NetError(110, "no data from the server for %s s (%s)" % (self.timeout, self.url))
+
+    # Bytes that have come, into buf (at least 1); 0 when the server closed the connection.
+    def readinto(self, buf):
+        while True:
+            ms = self._wait_ms()
+            if self.poll:
+                n = self.s.readinto(buf)
+                if n is not None:
+                    return n
+                if not _ready(self.poll, ms):
+                    raise self._timed_out()
+            else:
+                self.s.settimeout(ms / 1000)
+                try:
+                    return self.s.recv_into(buf)
+                except OSError as e:  # socket.timeout is an OSError
+                    if "timed out" in str(e):
+                        raise self._timed_out()
+                    raise
+
+    # One header line of at most `limit` bytes (a longer one: NetError), read byte by byte.
+    def readline(self, limit):
+        out = bytearray()
+        one = self.one
+        while len(out) <= limit:
+            if not self.readinto(one):
+                break
+            out.append(one[0])
+            if one[0] == 10:
+                return bytes(out)
+        if len(out) > limit:
+            raise NetError(
+                5, "the server's headers are longer than %d bytes (%s)" % (_MAX_HEADERS, self.url)
+            )
+        return bytes(out)
+
+    def close(self):
+        self.s.close()
+
+
+# Whether the socket has input within ms milliseconds (ipoll: MicroPython's, no allocation).
+def _ready(poll, ms):
+    for _ in poll.ipoll(ms):
+        return True
+    return False
+
+
+def _connect(scheme, host, port, ca, timeout, deadline, url):
     ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     s = socket.socket(ai[0], socket.SOCK_STREAM, ai[2])
     try:
@@ -71,20 +195,20 @@ def _connect(scheme, host, port, ca, timeout):
     except BaseException:
         s.close()
         raise
-    if not hasattr(s, "readinto"):  # CPython: a file over the socket, which closes it
-        f = s.makefile("rwb")
-        s.close()  # (deferred by CPython until f is closed)
-        s = f
-    return s
+    return _Conn(s, timeout, deadline, url)
 
 
 class Response:
-    def __init__(self, stream, status, headers, start):
+    def __init__(self, stream, status, headers, start, url=""):
         self._s = stream
         self.status = status
         self.headers = headers
         self.start = start
-        self.length = int(headers.get("content-length", -1))
+        self.url = url
+        self.expect = -1
+        self._got = 0
+        cl = headers.get("content-length", "-1")
+        self.length = int(cl) if cl.isdigit() or cl == "-1" else -1
         self.total = self.length if status == 200 else -1
         rng = headers.get("content-range", "")
         if status == 206 and "/" in rng:
@@ -110,7 +234,14 @@ class Response:
         if not n:
             if self._left > 0:
                 raise NetError(5, "connection closed %d bytes before the end" % self._left)
+            if self._got < self.expect:
+                raise NetError(
+                    5,
+                    "connection closed after %d of %d bytes (no Content-Length)"
+                    % (self._got, self.expect),
+                )
             return 0
+        self._got += n
         if self._left > 0:
             self._left -= n
         return n
@@ -159,18 +290,21 @@ def _has(hdrs, name):
     return False
 
 
-def get(url, start=0, ca=None, timeout=30, headers=None, auth=None):
+def get(url, start=0, ca=None, timeout=30, headers=None, auth=None, deadline=None):
     hdrs = _headers(headers, auth)  # ValueError for bad ones, before any connection
     try:
-        return _get(url, start, ca, timeout, hdrs)
+        return _get(url, start, ca, timeout, hdrs, deadline)
     except OSError as e:
         raise _net(e)
 
 
-def _get(url, start, ca, timeout, headers):
+def _get(url, start, ca, timeout, headers, deadline):
     origin = None
+    first = url
     for _ in range(4):
         scheme, host, port, path = _split(url)
+        if ca and first.startswith("https:") and scheme != "https":
+            raise ValueError("refused: %s redirects to plain http (%s)" % (first, url))
         if (
             origin
             and origin != (host, port)
@@ -181,11 +315,13 @@ def _get(url, start, ca, timeout, headers):
             drop = ("authorization", "host")
             headers = {k: headers[k] for k in headers if k.lower() not in drop}
         origin = (host, port)
-        s = _connect(scheme, host, port, ca, timeout)
+        s = _connect(scheme, host, port, ca, timeout, deadline, url)
         try:
             req = "GET %s HTTP/1.0\r\n" % path
             if not _has(headers, "host"):
-                req += "Host: %s\r\n" % host
+                req += "Host: %s\r\n" % (
+                    host if port == _PORTS[scheme] else "%s:%d" % (host, port)
+                )
             if not _has(headers, "user-agent"):
                 req += "User-Agent: micropython-ota\r\n"
             if start:
@@ -193,32 +329,56 @@ def _get(url, start, ca, timeout, headers):
             for k in headers:
                 req += "%s: %s\r\n" % (k, headers[k])
             s.write((req + "\r\n").encode())
-            if hasattr(s, "flush"):
-                s.flush()
-            line = s.readline().decode().split(None, 2)
-            if len(line) < 2 or not line[0].startswith("HTTP/"):
+            if s.poll:
+                s.s.setblocking(False)  # from here on, reads wait in poll() (see _Conn)
+            left = _MAX_HEADERS
+            raw = s.readline(left)
+            left -= len(raw)
+            line = raw.decode().split(None, 2)
+            if len(line) < 2 or not line[0].startswith("HTTP/") or not line[1].isdigit():
                 raise NetError(5, "not an HTTP response from %s" % host)
             status, reason = int(line[1]), (line[2].strip() if len(line) > 2 else "")
             hdrs = {}
             while True:
-                h = s.readline()
-                if not h or h in (b"\r\n", b"\n"):
+                h = s.readline(left)
+                left -= len(h)
+                if not h:
+                    raise NetError(5, "connection closed in the headers (%s)" % url)
+                if h in (b"\r\n", b"\n"):
                     break
-                k, _, v = h.decode().partition(":")
+                k, colon, v = h.decode().partition(":")
+                if not colon:
+                    raise NetError(5, "a header line without ':' from %s: %r" % (host, h[:40]))
                 hdrs[k.strip().lower()] = v.strip()
         except BaseException:
             s.close()
             raise
         if status in _REDIRECTS and "location" in hdrs:
             s.close()
-            loc = hdrs["location"]
-            url = loc if "://" in loc else "%s://%s:%d%s" % (scheme, host, port, loc)
+            url = join(url, hdrs["location"])
             continue
         if status not in (200, 206):
             s.close()
             raise HTTPError(status, reason, url)
+        problem = None
         if "chunked" in hdrs.get("transfer-encoding", ""):
+            problem = "chunked transfer encoding is not supported"
+        elif hdrs.get("content-encoding", "identity") != "identity":
+            problem = (
+                "the server sent a %s-encoded body, which was not asked for"
+                % (hdrs["content-encoding"])
+            )
+        elif status == 206 and not start:
+            problem = "the server sent part of the file (206) to a request for all of it"
+        if problem:
             s.close()
-            raise ValueError("chunked transfer encoding is not supported (%s)" % url)
-        return Response(s, status, hdrs, start if status == 206 else 0)
+            raise ValueError("%s (%s)" % (problem, url))
+        r = Response(s, status, hdrs, start if status == 206 else 0, url)
+        if status == 206 and r.start != start:
+            s.close()
+            raise ValueError(
+                "asked for the bytes from %d, the server sent them from %d (%s)"
+                % (start, r.start, url)
+            )
+        return r
     raise NetError(5, "too many redirects for %s" % url)
