@@ -24,11 +24,23 @@ from .writer import OTA as _Writer
 from .writer import reboot as _reboot
 
 _STATE = "ota_resume.json"
+_DEADLINE = 900  # seconds for a whole from_file()/from_json() call, retries included
 _PUBKEY = "ota_pubkey.pem"
 
 
 def _ms():
     return time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.time() * 1000)
+
+
+# The time.ticks_ms() value (CPython: time.time() * 1000) `seconds` from now; None for None.
+def _deadline(seconds):
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ValueError("deadline must be a number of seconds > 0, or None, not %r" % (seconds,))
+    if hasattr(time, "ticks_add"):
+        return time.ticks_add(time.ticks_ms(), int(seconds * 1000))
+    return time.time() * 1000 + seconds * 1000
 
 
 def _exists(path):
@@ -60,18 +72,26 @@ def _forget(path):
 
 
 class _Tap(io.IOBase):
-    # Counts and hashes the bytes read through it (the compressed transfer).
-    def __init__(self, stream):
+    # Counts and hashes the bytes read through it (the compressed transfer), and refuses them
+    # as soon as they pass `limit` (the manifest's compressed_length), so that a server cannot
+    # stream on for ever.
+    def __init__(self, stream, limit=0):
         import hashlib
 
         self.s = stream
         self.n = 0
         self.h = hashlib.sha256()
+        self.limit = limit
 
     def readinto(self, buf):
         n = self.s.readinto(buf)
         if n:
             self.n += n
+            if self.limit and self.n > self.limit:
+                raise ValueError(
+                    "Received more than %d compressed bytes (compressed_length): refused."
+                    % self.limit
+                )
             self.h.update(memoryview(buf)[:n])
         return n
 
@@ -97,6 +117,8 @@ class _Download:
         self.o = opts  # from_file()'s keyword arguments
         self.state = opts["state"] if opts["resume"] and sha else None
         self.ota = None
+        # When the whole call must end (see _deadline()).
+        self.deadline = opts["_until"] or _deadline(opts["deadline"])
         self.t0 = 0
         self.first = 0
         self.saved = 0
@@ -147,7 +169,12 @@ class _Download:
 
         if st.get("slot") != next_partition(_running()).info()[4]:
             return 0
-        return st.get("offset", 0) if not self.o["compression"] else 0
+        off = st.get("offset", 0)
+        if self.o["compression"] or not isinstance(off, int) or off < 0 or off % 4096:
+            return 0
+        # At least the image's last byte is asked for again: a Range starting at its length
+        # gets HTTP 416, and the writer needs a byte to finish on.
+        return min(off, (self.length - 1) // 4096 * 4096) if self.length else 0
 
     def _open(self, start):
         if "://" not in self.url:
@@ -156,7 +183,19 @@ class _Download:
                 f.seek(start)
             return f, start
         o = self.o
-        r = http.get(self.url, start, o["ca"], o["timeout"], o["headers"], o["auth"])
+        try:
+            r = http.get(
+                self.url, start, o["ca"], o["timeout"], o["headers"], o["auth"], self.deadline
+            )
+        except http.HTTPError as e:
+            if not start or e.status != 416:
+                raise
+            # Range not satisfiable: the file on the server is not what was saved; start over.
+            self.say("The server cannot resume at byte %d (HTTP 416): restarting." % start)
+            return None, -1
+        # Without a Content-Length, a connection closed before these bytes is a dropped
+        # download (retried), not the end of the file.
+        r.expect = (o["compressed_length"] if o["compression"] else self.length) - start
         if start and r.start != start:
             self.say("The server ignored the Range request: restarting from byte 0.")
             return r, 0
@@ -221,6 +260,11 @@ class _Download:
         self.ota = self._writer(start)
         start = self.ota.start
         stream, got = self._open(start)
+        if got < 0:  # HTTP 416
+            self.ota.abort()
+            self.ota = self._writer(0)
+            stream, got = self._open(0)
+            start = 0
         if got != start:  # the server sent the whole file
             self.ota.abort()
             self.ota = self._writer(0)
@@ -231,7 +275,7 @@ class _Download:
             if self.o["compression"]:
                 import deflate
 
-                tap = body = _Tap(stream)
+                tap = body = _Tap(stream, self.o["compressed_length"])
                 fmt = {"zlib": deflate.ZLIB, "gzip": deflate.GZIP, "deflate": deflate.RAW}
                 body = deflate.DeflateIO(body, fmt[self.o["compression"]])
             self.first = start
@@ -288,8 +332,12 @@ class _Download:
                     (status and status < 500)
                     or tries >= self.o["retries"]
                     or "://" not in self.url
+                    or http._late(self.deadline)
                 ):
                     self.say("", end="")
+                    # What is on flash stays usable: the next call resumes from there.
+                    if self.state and self.ota and self.ota.flashed >= 4096:
+                        self._save(self.ota.flashed)
                     raise
                 tries += 1
                 start = (
@@ -324,7 +372,8 @@ def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **k
     Keywords: backend, progress(bytes, length), compression ("zlib", "gzip"), compressed_sha,
     compressed_length, version (expected in the image), allow_downgrade, ca (CA certificate
     for https), retries (3), backoff (1 s, doubling), resume (True), state (the resume file,
-    "ota_resume.json"), timeout (30 s); and requests.get()'s: headers (a dict), auth
+    "ota_resume.json"), timeout (30 s: each wait on the network), deadline (900 s: the whole
+    call, retries included; None: no limit); and requests.get()'s: headers (a dict), auth
     ((user, password), HTTP basic auth), stream and parse_headers (accepted: the download always
     streams).
     """
@@ -342,6 +391,8 @@ def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **k
         "resume": True,
         "state": _STATE,
         "timeout": 30,
+        "deadline": _DEADLINE,
+        "_until": None,  # from_json(): the deadline of the whole call, already running
         "headers": None,
         "auth": None,
         "stream": None,
@@ -381,10 +432,10 @@ def _not_json(url, head):
 # Read at most _MAX_JSON bytes of a manifest (a URL or a file) and parse it. The first bytes must
 # open a JSON object, and a Content-Length (or file size) above the limit is refused before the
 # body is read.
-def load_json(url, ca=None, timeout=30, headers=None, auth=None):
+def load_json(url, ca=None, timeout=30, headers=None, auth=None, deadline=None):
     big = "The manifest at %s is larger than %d bytes: refused (a manifest is a small JSON file)."
     if "://" in url:
-        f = http.get(url, 0, ca, timeout, headers, auth)
+        f = http.get(url, 0, ca, timeout, headers, auth, deadline)
         size = f.length
     else:
         f = open(url, "rb")
@@ -423,7 +474,10 @@ def from_json(
 ):
     if verbose:
         print("Opening json file %s..." % url)
-    m = load_json(url, ca, kw.get("timeout", 30), kw.get("headers"), kw.get("auth"))
+    kw["_until"] = _deadline(kw.pop("deadline", _DEADLINE))  # for the manifest and the image
+    m = load_json(
+        url, ca, kw.get("timeout", 30), kw.get("headers"), kw.get("auth"), kw.get("_until")
+    )
     if not isinstance(m, dict) or not all(k in m for k in ("firmware", "sha", "length")):
         print('OTA json must include "firmware", "sha" and "length" keys.')
         raise ValueError('The manifest has no "firmware", "sha" and "length".')
@@ -445,7 +499,11 @@ def from_json(
         if chip != own:
             raise ValueError("The manifest is for %s, but this device is %s." % (chip, own))
     fw = m["firmware"]
-    if "://" not in fw and not fw.startswith("/"):
+    if not isinstance(fw, str) or not fw:
+        raise ValueError('The manifest\'s "firmware" must name the image: %r' % (fw,))
+    if "://" in url:
+        fw = http.join(url, fw)  # a path is on the manifest's server, never a local file
+    elif "://" not in fw and not fw.startswith("/"):
         fw = url.rsplit("/", 1)[0] + "/" + fw if "/" in url else fw
     return from_file(
         fw,

@@ -141,10 +141,16 @@ class OTA:
         if self._dead:
             raise ValueError("This OTA update was aborted.")
 
+    # With a length given, the update ends at the first byte past it.
+    def _too_long(self, n):
+        if self._length and n > self._length:
+            raise ValueError("Receive %d bytes (expect %d)." % (n, self._length))
+
     # Append data (any bytes-like object) to the image. Any error aborts the update.
     def write(self, data):
         self._check_open()
         try:
+            self._too_long(self._sess.nbytes + len(data))
             return self._sess.write(data)
         except BaseException:
             self._end_line()
@@ -155,7 +161,10 @@ class OTA:
     def write_file(self, f):
         self._check_open()
         try:
-            return self._sess.write_from(f)
+            left = self._length - self._sess.nbytes + 1 if self._length else -1
+            n = self._sess.write_from(f, left)
+            self._too_long(self._sess.nbytes)
+            return n
         except BaseException:
             self._end_line()
             self.abort()
