@@ -516,3 +516,20 @@ def test_banner_scan_rejects_lookalikes_and_is_bounded():
 
     assert banner.find(read, 0, len(big)) is None
     assert sum(reads) < banner.MAX_SCAN + 0x10000
+
+
+@pytest.mark.parametrize("runtime", BOTH)
+@pytest.mark.parametrize("chip", ["esp32", "esp32s3", "esp32c6"])
+def test_identity_of_a_realistic_image(tmp_path, runtime, chip):
+    # mpota's images lay the banner out as a real build does (no NUL before it, word-aligned
+    # after code bytes): the simulated board names the firmware from it.
+    path = tmp_path / "flash.bin"
+    simdev.create(path, image("v1.24.0", chip=chip), chip=chip)
+    r = simdev.run(path, IDENTITY, runtime)
+    assert r.returncode == 0, r.stdout + r.stderr
+    first = r.stdout.splitlines()[0]
+    mcu = chip.upper()
+    assert first.startswith("esp32 esp32 1.24.0 | v1.24.0 on "), first
+    assert first.endswith(f"| {mcu} module with {mcu}") or first.endswith(
+        f"| Generic {mcu} module with {mcu}"
+    ), first

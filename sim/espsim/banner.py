@@ -38,10 +38,12 @@ def _printable(s):
     return True
 
 
-def _banner_at(buf, i):
+def _banner_at(buf, i, aligned):
     # (tag, date) when buf[i:] is a whole NUL-terminated "MicroPython <tag> on <date>" string
-    # that starts a string (buf[i - 1] is NUL), else None.
-    if i > 0 and buf[i - 1] != 0:
+    # that starts a string, else None. A string starts after another one's NUL, or (string
+    # literals are word-aligned in .rodata) at a 4-byte boundary after data that is not text;
+    # "...; MicroPython v..." inside a longer string does not count.
+    if i > 0 and buf[i - 1] != 0 and not (aligned and not _printable(buf[i - 1 : i])):
         return None
     s = _cstr(buf, i)
     if s is None or not _printable(s):
@@ -113,7 +115,7 @@ def find(read, addr, size):
             scanned += min(_CHUNK, k)
             i = buf.find(_NAME)
             while 0 <= i < _CHUNK:
-                b = _banner_at(buf, i)
+                b = _banner_at(buf, i, (off + pos + i) % 4 == 0)
                 if b:
                     machine = _machine_near(buf, i)
                     if machine is None:
