@@ -7,6 +7,7 @@ import sys
 
 
 def receive(length, sha, chunk=4096, verify=True, reboot=False, backend=None):
+    from ._backend import read_count
     from .writer import OTA
 
     out = sys.stdout
@@ -28,7 +29,7 @@ def receive(length, sha, chunk=4096, verify=True, reboot=False, backend=None):
                 out.flush()
             got = 0
             while got < want:
-                n = inp.readinto(buf[got:want])
+                n = read_count(inp.readinto(buf[got:want]), want - got)
                 if not n:
                     raise OSError(5, "the serial line closed after %d bytes" % (done + got))
                 got += n
