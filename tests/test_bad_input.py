@@ -51,6 +51,29 @@ with open("image.bin", "rb") as f, OTA() as ota:
     ota.write_file(Dropped(f))
 """
 
+# A stream whose readinto() misreports what it read, after 200,000 honest bytes.
+LYING_STREAM = """
+from ota.writer import OTA
+class Lying:
+    def __init__(self, f):
+        self.f, self.n = f, 0
+    def readinto(self, buf):
+        n = self.f.readinto(buf)
+        self.n += n
+        return {answer} if self.n > 200000 else n
+with open("image.bin", "rb") as f, OTA() as ota:
+    ota.write_file(Lying(f))
+"""
+
+
+def _lie(answer: str, said: str):
+    return (
+        LYING_STREAM.format(answer=answer),
+        "ValueError",
+        r"Stream error: readinto\(\) returned " + said + r" for a buffer of \d+ bytes\.",
+    )
+
+
 # (id, image file, device code, exception type, message pattern)
 CASES = [
     (
@@ -174,6 +197,10 @@ CASES = [
         r"\(-5379, 'ESP_ERR_OTA_VALIDATE_FAILED'\)",
     ),
     ("stream-raises-midway", GOOD, RAISING_STREAM, "OSError", r"\(5, 'link down'\)"),
+    ("stream-count-above-buffer", GOOD, *_lie("len(buf) + 1", r"\d+")),
+    ("stream-count-far-above", GOOD, *_lie("1 << 20", "1048576")),
+    ("stream-count-negative", GOOD, *_lie("-1", "-1")),
+    ("stream-count-not-int", GOOD, *_lie("float(n)", "a float")),
 ]
 
 

@@ -220,6 +220,55 @@ except ValueError as e:
     assert nsim.boot_slot() == "ota_0"
 
 
+def test_write_from_refuses_a_stream_that_misreports_its_count(nsim):
+    # readinto() is given the object's 4 KB buffer; a count above that would have the core read
+    # past it (and write what lies beyond to flash). Every impossible answer is the stream's
+    # error: ValueError naming it, nothing of that read used, the update aborted.
+    r = run(
+        nsim,
+        """
+import _ota, binascii
+class Liar:
+    def __init__(self, answer):
+        self.f = open("v23.bin", "rb")
+        self.n = 0
+        self.answer = answer
+    def readinto(self, b):
+        self.n += 1
+        got = self.f.readinto(b)
+        return self.answer if self.n == 4 else got
+for answer in (8192, 4097, -1, 1 << 40, 4096.0, "4096", b"x"):
+    u = _ota.Update()
+    try:
+        u.write_from(Liar(answer))
+        print("no error")
+    except Exception as e:
+        print(type(e).__name__, e.args)
+    print(u.nbytes, binascii.hexlify(u.sha()).decode(), _ota.flash_counts()[3])
+    try:
+        u.write(b"more")
+    except ValueError as e:
+        print(e.args[0])
+""",
+    )
+    good = sha256(V23[: 3 * 4096])
+    lines = r.stdout.splitlines()
+    said = ["8192", "4097", "-1", "a huge int", "a float", "a str", "a bytes"]
+    assert len(lines) == 3 * len(said), r.stdout
+    programmed = 0
+    for i, what in enumerate(said):
+        error, state, closed = lines[3 * i : 3 * i + 3]
+        assert error == (
+            f"ValueError ('Stream error: readinto() returned {what} for a buffer of 4096 bytes.',)"
+        )
+        nbytes, digest, total = state.split()
+        assert (nbytes, digest) == (str(3 * 4096), good)
+        programmed += 3 * 4096  # the three honest reads, not a byte more
+        assert int(total) == programmed
+        assert closed == "This OTA update was aborted."
+    assert nsim.boot_slot() == "ota_0"
+
+
 def test_unfinished_updates_are_released_by_the_finaliser(nsim):
     # ESP-IDF keeps a handle per esp_ota_begin() until esp_ota_end/abort (the host backend has
     # room for 4). Updates dropped half way must give theirs back when collected.

@@ -14,6 +14,7 @@ import hashlib
 from esp32 import Partition
 
 from . import _image, _otadata
+from ._backend import read_count
 
 try:
     from micropython import const
@@ -138,7 +139,7 @@ class Session:
                 if limit >= 0:
                     room = min(room, limit - (self.nbytes - start))
                 mv = self.buf[self.fill : self.fill + room]
-                n = stream.readinto(mv)
+                n = read_count(stream.readinto(mv), room)
                 if n is None:  # a non-blocking stream with nothing to read yet
                     continue
                 if n == 0:

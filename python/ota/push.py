@@ -12,6 +12,7 @@ _ETIMEDOUT = 110
 def receive(length, sha, chunk=4096, verify=True, reboot=False, backend=None, timeout=30):
     import select
 
+    from ._backend import read_count
     from .writer import OTA
 
     out = sys.stdout
@@ -45,7 +46,7 @@ def receive(length, sha, chunk=4096, verify=True, reboot=False, backend=None, ti
             got = 0
             while got < want:
                 if ms is None:
-                    n = inp.readinto(buf[got:want])
+                    n = read_count(inp.readinto(buf[got:want]), want - got)
                 elif not _ready(poll, ms):
                     raise OSError(
                         _ETIMEDOUT,
@@ -55,11 +56,11 @@ def receive(length, sha, chunk=4096, verify=True, reboot=False, backend=None, ti
                     # A MicroPython stream read returns only once all the bytes asked for have
                     # come (the port's stdin waits for each character), so that poll() can end
                     # a silence, the bytes are taken one at a time.
-                    n = inp.readinto(one)
+                    n = read_count(inp.readinto(one), 1)
                     if n:
                         buf[got] = one[0]
-                else:
-                    n = inp.readinto(buf[got:want])  # CPython: what has come, at most want
+                else:  # CPython: what has come, at most want
+                    n = read_count(inp.readinto(buf[got:want]), want - got)
                 if not n:
                     raise OSError(5, "the serial line closed after %d bytes" % (done + got))
                 got += n

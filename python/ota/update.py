@@ -223,12 +223,13 @@ class _Download:
     # The first 288 bytes (header, segment header, esp_app_desc_t), checked; the writer gets them.
     def _head(self, stream):
         from . import _image
+        from ._backend import read_count
 
         head = bytearray(_image.HEAD)
         got = 0
         mv = memoryview(head)
         while got < len(head):
-            n = stream.readinto(mv[got:])
+            n = read_count(stream.readinto(mv[got:]), len(head) - got)
             if not n:
                 break
             got += n

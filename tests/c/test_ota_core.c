@@ -637,6 +637,49 @@ static void test_resume_checks(void) {
     free(other.data);
 }
 
+// What a stream's readinto() says it read is checked before a byte of the read is used: any
+// count but 0..asked (or no int at all) aborts the session with OTA_ERR_STREAM naming it; the
+// bytes already written stay where they are and the boot partition does not change.
+static void test_stream_counts(void) {
+    static const struct {
+        long long count;
+        const char *what;
+        const char *msg;
+    } bad[] = {
+        {4097, NULL, "Stream error: readinto() returned 4097 for a buffer of 4096 bytes."},
+        {8192, NULL, "Stream error: readinto() returned 8192 for a buffer of 4096 bytes."},
+        {-1, NULL, "Stream error: readinto() returned -1 for a buffer of 4096 bytes."},
+        {1LL << 40, NULL, "Stream error: readinto() returned a huge int for a buffer of 4096 "
+            "bytes."},
+        {0, "float", "Stream error: readinto() returned a float for a buffer of 4096 bytes."},
+    };
+    blob_t img = fixture("small.bin");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        fresh_device();
+        ota_core_t s;
+        CHECK_EQ(ota_core_begin(&s, 0, 0), ESP_OK);
+        CHECK_EQ(ota_core_check_read(&s, 0, 4096, NULL), ESP_OK);
+        CHECK_EQ(ota_core_check_read(&s, 4096, 4096, NULL), ESP_OK);
+        CHECK_EQ(ota_core_write(&s, img.data, 8192), ESP_OK);
+        ota_host_counts_t before = *ota_host_counts();
+        CHECK_EQ(ota_core_check_read(&s, bad[i].count, 4096, bad[i].what), OTA_ERR_STREAM);
+        CHECK_EQ(s.state, OTA_CORE_ABORTED);
+        CHECK(!s.handle_open);
+        CHECK_EQ(s.received, 8192);
+        char msg[320];
+        ota_core_message(&s, OTA_ERR_STREAM, 0, NULL, msg, sizeof(msg));
+        if (strcmp(msg, bad[i].msg) != 0) {
+            printf("message: %s\n", msg);
+        }
+        CHECK(strcmp(msg, bad[i].msg) == 0);
+        CHECK_EQ(ota_core_write(&s, img.data + 8192, 4096), OTA_ERR_CLOSED);
+        CHECK_EQ(ota_host_counts()->program_pages, before.program_pages);
+        CHECK(strcmp(boot_label(), "ota_0") == 0);
+        ota_core_free(&s);
+    }
+    free(img.data);
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -660,6 +703,7 @@ static const struct {
     T(test_resume_after_a_dropped_connection),
     T(test_resume_after_a_power_cut),
     T(test_resume_checks),
+    T(test_stream_counts),
     T(test_power_cut_seed_image_sampled),
 #undef T
 };

@@ -159,16 +159,20 @@ static mp_obj_t ota_update_write_from(size_t n_args, const mp_obj_t *args) {
             if (limit >= 0 && (size_t)limit - total < want) {
                 want = (size_t)limit - total;
             }
-            mp_uint_t n;
+            // What the stream says it read, checked by the core before a byte is used: a
+            // count above `want` would have the core read past the buffer.
+            long long count = 0;
+            const char *what = NULL;
             if (native) {
                 int errcode;
-                n = sp->read(stream, self->buf, want, &errcode);
-                if (n == MP_STREAM_ERROR) {
+                mp_uint_t r = sp->read(stream, self->buf, want, &errcode);
+                if (r == MP_STREAM_ERROR) {
                     if (mp_is_nonblocking_error(errcode)) {
                         continue;
                     }
                     mp_raise_OSError(errcode);
                 }
+                count = (long long)r;
             } else {
                 if (view_len != want) {
                     view = mp_obj_new_bytearray_by_ref(want, self->buf);
@@ -179,8 +183,14 @@ static mp_obj_t ota_update_write_from(size_t n_args, const mp_obj_t *args) {
                 if (r == mp_const_none) {
                     continue; // a non-blocking stream with nothing to read yet
                 }
-                n = mp_obj_get_int(r);
+                if (mp_obj_is_small_int(r) || mp_obj_is_bool(r)) {
+                    count = mp_obj_get_int(r);
+                } else {
+                    what = mp_obj_is_int(r) ? "huge int" : mp_obj_get_type_str(r);
+                }
             }
+            ota_check(ota_core_check_read(&self->core, count, want, what), self);
+            size_t n = (size_t)count;
             if (n == 0) {
                 break;
             }

@@ -9,6 +9,7 @@
 #define SECTOR (4096)
 #define ALIGN_UP(n, a) (((n) + (a) - 1) / (a) * (a))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define OTA_HUGE (1LL << 30)
 
 // esp_ota_resume() arrived in ESP-IDF v5.3.3, v5.4.2 and v5.5.
 #define OTA_HAVE_RESUME (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 5, 0) \
@@ -144,6 +145,18 @@ void ota_core_message(const ota_core_t *s, esp_err_t err, size_t expect_len,
             break;
         case OTA_ERR_SIGNATURE:
             snprintf(out, out_len, "The signature does not verify.");
+            break;
+        case OTA_ERR_STREAM:
+            // Counts beyond 30 bits are "a huge int" whatever the port's small-int range, so
+            // that every port and the pure backend say the same.
+            if (s && (s->bad_what || s->bad_count >= OTA_HUGE || s->bad_count <= -OTA_HUGE)) {
+                snprintf(out, out_len, "Stream error: readinto() returned a %s for a buffer of "
+                    "%u bytes.", s->bad_what ? s->bad_what : "huge int", (unsigned)s->bad_asked);
+            } else {
+                // %d: MicroPython's own printf (unix port) has no %lld.
+                snprintf(out, out_len, "Stream error: readinto() returned %d for a buffer of "
+                    "%u bytes.", s ? (int)s->bad_count : 0, (unsigned)(s ? s->bad_asked : 0));
+            }
             break;
         default:
             snprintf(out, out_len, "OTA error 0x%x.", (unsigned)err);
@@ -327,6 +340,16 @@ esp_err_t ota_core_write(ota_core_t *s, const uint8_t *data, size_t len) {
     }
     s->written += len;
     return ESP_OK;
+}
+
+esp_err_t ota_core_check_read(ota_core_t *s, long long count, size_t asked, const char *what) {
+    if (what == NULL && count >= 0 && (unsigned long long)count <= asked) {
+        return ESP_OK;
+    }
+    s->bad_count = count;
+    s->bad_asked = asked;
+    s->bad_what = what;
+    return fail(s, OTA_ERR_STREAM);
 }
 
 static esp_err_t readback(ota_core_t *s, uint8_t *buf, size_t buf_len) {

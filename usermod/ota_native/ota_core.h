@@ -40,6 +40,7 @@
 #define OTA_ERR_CLOSED (OTA_ERR_BASE + 11) // the session is finished or aborted
 #define OTA_ERR_KEY (OTA_ERR_BASE + 12) // not an ECDSA P-256 public key
 #define OTA_ERR_SIGNATURE (OTA_ERR_BASE + 13) // a signature that does not verify
+#define OTA_ERR_STREAM (OTA_ERR_BASE + 14) // a stream's readinto() returned an impossible count
 
 #define OTA_CORE_HEAD (288) // image header 24 + segment header 8 + esp_app_desc_t 256
 
@@ -70,6 +71,9 @@ typedef struct {
     uint8_t head[OTA_CORE_HEAD]; // the first bytes, checked before the first erase
     size_t head_len;
     uint8_t readback[OTA_SHA256_LEN]; // SHA-256 read back by the last finish() that verified
+    long long bad_count; // what a stream's readinto() returned, refused by ota_core_check_read()
+    size_t bad_asked; // the size of the buffer it was given
+    const char *bad_what; // NULL: bad_count says it; else what it returned instead of an int
 } ota_core_t;
 
 // Start a session writing to the next update partition. expected_len 0 means unknown.
@@ -82,6 +86,12 @@ esp_err_t ota_core_begin_at(ota_core_t *s, size_t expected_len, uint32_t flags, 
     uint8_t *buf, size_t buf_len);
 // Append data to the image.
 esp_err_t ota_core_write(ota_core_t *s, const uint8_t *data, size_t len);
+// A stream's readinto() was given a buffer of `asked` bytes and returned `count` (`what` NULL),
+// or something that is no usable count (`what` names it, e.g. "float"; a static string). Only
+// 0 <= count <= asked is a count of bytes in that buffer: ESP_OK. Anything else is the
+// stream's error: the session is aborted before a byte of that read is used, and the result is
+// OTA_ERR_STREAM, whose message says what the stream returned.
+esp_err_t ota_core_check_read(ota_core_t *s, long long count, size_t asked, const char *what);
 // Check and close the image. expect_sha may be NULL, expect_len 0: not checked. When verify is
 // set, buf (any size > 0) is used to read the slot back. set_boot makes it the boot partition.
 esp_err_t ota_core_finish(ota_core_t *s, size_t expect_len, const uint8_t *expect_sha,

@@ -24,6 +24,7 @@ _sz = ctypes.c_size_t
 for _name, _res, _args in (
     ("ota_core_begin_at", ctypes.c_int, [_p, _sz, ctypes.c_uint32, _sz, _p, _sz]),
     ("ota_core_write", ctypes.c_int, [_p, _p, _sz]),
+    ("ota_core_check_read", ctypes.c_int, [_p, ctypes.c_longlong, _sz, ctypes.c_char_p]),
     ("ota_core_finish", ctypes.c_int, [_p, _sz, _p, ctypes.c_bool, ctypes.c_bool, _p, _sz]),
     ("ota_core_abort", None, [_p]),
     ("ota_core_free", None, [_p]),
@@ -125,6 +126,14 @@ class Update:
                 n = stream.readinto(view[:want])
                 if n is None:
                     continue
+                # As modota.c: the core checks the count before a byte of the buffer is used.
+                what = None
+                if not isinstance(n, int):
+                    what, n = type(n).__name__.encode(), 0
+                elif not -(1 << 62) < n < 1 << 62:  # beyond MicroPython's small ints on unix
+                    what, n = b"huge int", 0
+                self._what = what  # the core keeps a pointer to it for the message
+                _check(_lib.ota_core_check_read(self._core, n, want, what), self)
                 if n == 0:
                     break
                 self._feed(self._buf, n)
