@@ -285,11 +285,14 @@ static esp_err_t start(ota_core_t *s) {
         return err;
     }
     #endif
-    // esp_ota_begin() erases the size it is given (rounded up to 4 KB): the whole image rounded
-    // up to 64 KB blocks when the length is known, else the first block.
-    size_t first = s->expected_len ? ALIGN_UP(s->expected_len, (size_t)OTA_ERASE_BLOCK)
-        : (size_t)OTA_ERASE_BLOCK;
-    first = MIN(first, (size_t)s->part->size);
+    // esp_ota_begin() erases the size it is given (rounded up to 4 KB; esp_partition_erase_range()
+    // takes 64 KB block erases where it can): the first block only, known length or not.
+    // erase_to() erases each next block just ahead of the data, so that the first byte is
+    // written after one block's erase, and an update interrupted half way has erased only the
+    // blocks it wrote in: its resumption erases from where it resumes (esp_ota_resume() erases
+    // nothing), not the rest of the image a second time. (OTA_WITH_SEQUENTIAL_WRITES would have
+    // esp_ota_write() erase 4 KB sectors itself, about 3x slower per byte than blocks.)
+    size_t first = MIN((size_t)OTA_ERASE_BLOCK, (size_t)s->part->size);
     s->handle = 0;
     err = esp_ota_begin(s->part, first, &s->handle);
     s->handle_open = s->handle != 0; // a failed erase still hands out a handle to abort

@@ -7,9 +7,9 @@
 //    session's buffer itself): the first 288 bytes (image header + segment header +
 //    esp_app_desc_t) are held back and checked (magic 0xE9, this chip's id, app description
 //    magic) before anything is erased. Then the running app's PENDING_VERIFY state is dealt
-//    with on purpose (confirmed, or refused), esp_ota_begin() erases in 64 KB blocks (the whole
-//    image up front when the length is known, else one block at a time ahead of the data) and
-//    every byte is hashed. Bytes are collected in the session's buffer and passed to
+//    with on purpose (confirmed, or refused), esp_ota_begin() erases the first 64 KB block and
+//    each next block is erased just ahead of the data (known length or not), and every byte is
+//    hashed. Bytes are collected in the session's buffer and passed to
 //    esp_ota_write() in whole OTA_BUFFER_SIZE pieces at that size's boundaries (the head with
 //    the rest of its first piece), whatever the sizes they arrive in, so that every flash page
 //    is programmed once; data handed to ota_core_write() in whole aligned pieces goes to flash
@@ -107,7 +107,8 @@ esp_err_t ota_core_commit(ota_core_t *s, size_t n);
 // OTA_ERR_STREAM, whose message says what the stream returned.
 esp_err_t ota_core_check_read(ota_core_t *s, long long count, size_t asked, const char *what);
 // Check and close the image. expect_sha may be NULL, expect_len 0: not checked. When verify is
-// set, buf (any size > 0; NULL: the session's own buffer) is used to read the slot back. set_boot makes it the boot partition.
+// set, buf (any size > 0; NULL: the session's own buffer) is used to read the slot back.
+// set_boot makes it the boot partition.
 esp_err_t ota_core_finish(ota_core_t *s, size_t expect_len, const uint8_t *expect_sha,
     bool verify, bool set_boot, uint8_t *buf, size_t buf_len);
 // Give up; safe to call at any time and more than once.
