@@ -20,10 +20,10 @@ class Session:
     def nbytes(self):
         return self._u.nbytes
 
-    # Every byte the core accepted went to esp_ota_write() right away.
+    # Bytes on flash; the core collects the rest until its 4 KB piece is complete.
     @property
     def flashed(self):
-        return self._u.nbytes
+        return self._u.flashed
 
     def write(self, data):
         return self._u.write(data)

@@ -207,9 +207,8 @@ static void test_erase_counts(void) {
         CHECK_EQ(c->erase_64k, 24);
         CHECK_EQ(c->erase_4k, 0);
         CHECK_EQ(c->program_bytes, img.len);
-        // The first 288 bytes are written on their own (after the header check): the page
-        // they end in is programmed twice.
-        CHECK_EQ(c->program_pages, (img.len + 255) / 256 + 1);
+        // The first 288 bytes go to flash with the rest of their 4 KB: each page once.
+        CHECK_EQ(c->program_pages, (img.len + 255) / 256);
         printf("erase counts (%s length): %u x 64 KB, %u x 4 KB; %u pages programmed, "
             "%u bytes read\n", known ? "known" : "unknown", c->erase_64k, c->erase_4k,
             c->program_pages, c->read_bytes);
@@ -680,6 +679,60 @@ static void test_stream_counts(void) {
     free(img.data);
 }
 
+// Page programs for the seed image whatever the size of the pieces it arrives in (a socket's
+// 536 or 1,460 bytes, a file's 4 KB): every page is programmed once, the 288-byte head with the
+// rest of its first 4 KB.
+static void test_page_programs_any_read_size(void) {
+    static const size_t sizes[] = {1, 100, 536, 1460, 4096, 4097, 65536};
+    blob_t img = fixture("new.bin");
+    size_t over = 0;
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        fresh_device();
+        CHECK_EQ(update(img, img.len, sizes[i], false), ESP_OK);
+        const ota_host_counts_t *c = ota_host_counts();
+        printf("%zu-byte writes: %u pages programmed (floor %zu), %u x 64 KB + %u x 4 KB "
+            "erased\n", sizes[i], c->program_pages, (img.len + 255) / 256, c->erase_64k,
+            c->erase_4k);
+        over += c->program_pages - (img.len + 255) / 256;
+        CHECK_EQ(c->program_bytes, img.len);
+        CHECK(slot_holds("ota_1", img));
+    }
+    free(img.data);
+    CHECK_EQ(over, 0);
+}
+
+// An update with its length known, interrupted (the connection drops) and resumed from the bytes
+// on flash: sectors erased over both sessions, against the 384 of the image's 24 blocks. Only
+// the rest of the block the first session was writing in is erased again (the resume cannot
+// know that no byte went there), never the blocks beyond it.
+static void test_erases_across_an_interrupted_update(void) {
+    blob_t img = fixture("new.bin");
+    size_t stops[] = {BLOCK * 12, BLOCK * 12 + 5000, img.len / 2, img.len - 100};
+    int bad = 0;
+    for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++) {
+        fresh_device();
+        ota_core_t s;
+        CHECK_EQ(ota_core_begin(&s, img.len, 0), ESP_OK);
+        for (size_t pos = 0; pos < stops[i]; pos += 1460) {
+            size_t n = stops[i] - pos < 1460 ? stops[i] - pos : 1460;
+            CHECK_EQ(ota_core_write(&s, img.data + pos, n), ESP_OK);
+        }
+        size_t at = s.written; // what Update.flashed reports: where the update resumes
+        ota_core_abort(&s);
+        ota_core_free(&s);
+        CHECK_EQ(resume(img, at, img.len), ESP_OK);
+        CHECK(slot_holds("ota_1", img));
+        const ota_host_counts_t *c = ota_host_counts();
+        long sectors = c->erase_64k * 16L + c->erase_4k - 1; // - the otadata sector
+        long again = sectors - (long)((img.len + BLOCK - 1) / BLOCK * 16);
+        printf("stopped at %zu, resumed at %zu: %u x 64 KB + %u x 4 KB erased, %ld sectors "
+            "erased twice\n", stops[i], at, c->erase_64k, c->erase_4k, again);
+        bad += again > (long)((BLOCK - at % BLOCK) % BLOCK / 4096);
+    }
+    free(img.data);
+    CHECK_EQ(bad, 0);
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -704,6 +757,8 @@ static const struct {
     T(test_resume_after_a_power_cut),
     T(test_resume_checks),
     T(test_stream_counts),
+    T(test_page_programs_any_read_size),
+    T(test_erases_across_an_interrupted_update),
     T(test_power_cut_seed_image_sampled),
 #undef T
 };

@@ -6,12 +6,14 @@
 //                                      an update of the next OTA partition (offset: resume one
 //                                      whose first bytes are already written)
 //       .write(buf) -> int            any bytes-like object
-//       .write_from(stream, limit=-1) -> int    pumps stream.readinto() through the object's
-//                                      own buffer, in C
+//       .write_from(stream, limit=-1) -> int    pumps stream.readinto() straight into the
+//                                      session's own buffer (ota_core_space/commit), in C
 //       .finish(sha=None, length=0, verify=True, set_boot=False)
 //       .abort()
 //       .sha() -> bytes                SHA-256 of the bytes received so far
-//       .nbytes, .partition, .head     bytes received, target label, the first bytes held
+//       .nbytes, .flashed              bytes received; of those, bytes on flash (the rest is
+//                                      in the buffer until its 4 KB is complete, or finish())
+//       .partition, .head              target label, the first bytes held
 //   _ota.running() / boot() / next_update() -> label or None
 //   _ota.state(label) -> int or None   esp_ota_get_state_partition()
 //   _ota.describe(label) -> (version, project, date, time, idf_ver) or None
@@ -23,6 +25,7 @@
 #include <string.h>
 
 #include "py/mperrno.h"
+#include "py/objarray.h"
 #include "py/runtime.h"
 #include "py/stream.h"
 
@@ -44,7 +47,6 @@ typedef struct _ota_update_obj_t {
     size_t reported; // bytes received at the last progress call
     size_t expect_len; // of the last finish(), for its error message
     uint8_t expect_sha[OTA_SHA256_LEN];
-    uint8_t buf[OTA_BUFFER_SIZE];
 } ota_update_obj_t;
 
 // The one place that maps esp_err_t to Python exceptions: ESP-IDF's codes as MicroPython's
@@ -85,10 +87,12 @@ static ota_update_obj_t *ota_update_get(mp_obj_t self_in) {
     return MP_OBJ_TO_PTR(self_in);
 }
 
-// Flash work happens here, without the GIL; data must stay valid meanwhile.
+// Flash work happens without the GIL (data must stay valid meanwhile): len bytes of data, or
+// (data NULL) len bytes a stream put in the session's buffer.
 static void ota_update_feed(ota_update_obj_t *self, const uint8_t *data, size_t len) {
     MP_THREAD_GIL_EXIT();
-    esp_err_t err = ota_core_write(&self->core, data, len);
+    esp_err_t err = data ? ota_core_write(&self->core, data, len)
+        : ota_core_commit(&self->core, len);
     MP_THREAD_GIL_ENTER();
     ota_check(err, self);
     if (self->progress != mp_const_none
@@ -121,8 +125,7 @@ static mp_obj_t ota_update_make_new(const mp_obj_type_t *type, size_t n_args, si
     self->expect_len = 0;
     MP_THREAD_GIL_EXIT();
     esp_err_t err = ota_core_begin_at(&self->core, args[ARG_length].u_int,
-        args[ARG_confirm].u_bool ? OTA_CORE_CONFIRM : 0, args[ARG_offset].u_int, self->buf,
-        OTA_BUFFER_SIZE);
+        args[ARG_confirm].u_bool ? OTA_CORE_CONFIRM : 0, args[ARG_offset].u_int, NULL, 0);
     self->reported = self->core.received;
     MP_THREAD_GIL_ENTER();
     ota_check(err, self);
@@ -139,8 +142,9 @@ static mp_obj_t ota_update_write(mp_obj_t self_in, mp_obj_t data_in) {
 static MP_DEFINE_CONST_FUN_OBJ_2(ota_update_write_obj, ota_update_write);
 
 // Pump a stream into the image: native streams (files, sockets, SSL) are read directly into
-// the object's buffer; other objects through their readinto() method, with a bytearray that
-// refers to the same buffer (made once per call, not per chunk).
+// the session's buffer, where the core collects whole 4 KB pieces for flash; other objects
+// through their readinto() method, with a bytearray that refers to that buffer (made once per
+// call and pointed at the free part of the buffer before each read, not made per chunk).
 static mp_obj_t ota_update_write_from(size_t n_args, const mp_obj_t *args) {
     ota_update_obj_t *self = ota_update_get(args[0]);
     mp_obj_t stream = args[1];
@@ -150,12 +154,15 @@ static mp_obj_t ota_update_write_from(size_t n_args, const mp_obj_t *args) {
     bool native = dest[0] == MP_OBJ_FROM_PTR(&mp_stream_readinto_obj);
     const mp_stream_p_t *sp = native ? mp_get_stream(stream) : NULL;
     mp_obj_t view = MP_OBJ_NULL;
-    size_t view_len = 0;
     size_t total = 0;
     nlr_buf_t nlr;
     if (nlr_push(&nlr) == 0) {
         while (limit < 0 || total < (size_t)limit) {
-            size_t want = OTA_BUFFER_SIZE;
+            size_t want;
+            uint8_t *space = ota_core_space(&self->core, &want);
+            if (space == NULL) {
+                ota_raise(OTA_ERR_CLOSED, self);
+            }
             if (limit >= 0 && (size_t)limit - total < want) {
                 want = (size_t)limit - total;
             }
@@ -165,7 +172,7 @@ static mp_obj_t ota_update_write_from(size_t n_args, const mp_obj_t *args) {
             const char *what = NULL;
             if (native) {
                 int errcode;
-                mp_uint_t r = sp->read(stream, self->buf, want, &errcode);
+                mp_uint_t r = sp->read(stream, space, want, &errcode);
                 if (r == MP_STREAM_ERROR) {
                     if (mp_is_nonblocking_error(errcode)) {
                         continue;
@@ -174,10 +181,12 @@ static mp_obj_t ota_update_write_from(size_t n_args, const mp_obj_t *args) {
                 }
                 count = (long long)r;
             } else {
-                if (view_len != want) {
-                    view = mp_obj_new_bytearray_by_ref(want, self->buf);
-                    view_len = want;
+                if (view == MP_OBJ_NULL) {
+                    view = mp_obj_new_bytearray_by_ref(want, space);
                 }
+                mp_obj_array_t *a = MP_OBJ_TO_PTR(view);
+                a->items = space;
+                a->len = want;
                 dest[2] = view;
                 mp_obj_t r = mp_call_method_n_kw(1, 0, dest);
                 if (r == mp_const_none) {
@@ -194,7 +203,7 @@ static mp_obj_t ota_update_write_from(size_t n_args, const mp_obj_t *args) {
             if (n == 0) {
                 break;
             }
-            ota_update_feed(self, self->buf, n);
+            ota_update_feed(self, NULL, n);
             total += n;
         }
         nlr_pop();
@@ -234,7 +243,7 @@ static mp_obj_t ota_update_finish(size_t n_args, const mp_obj_t *pos_args, mp_ma
     self->expect_len = args[ARG_length].u_int;
     MP_THREAD_GIL_EXIT();
     esp_err_t err = ota_core_finish(&self->core, self->expect_len, sha,
-        args[ARG_verify].u_bool, args[ARG_set_boot].u_bool, self->buf, OTA_BUFFER_SIZE);
+        args[ARG_verify].u_bool, args[ARG_set_boot].u_bool, NULL, 0);
     MP_THREAD_GIL_ENTER();
     ota_check(err, self);
     return mp_const_none;
@@ -282,6 +291,8 @@ static void ota_update_attr(mp_obj_t self_in, qstr attr, mp_obj_t *dest) {
     }
     if (attr == MP_QSTR_nbytes) {
         dest[0] = mp_obj_new_int_from_uint(self->core.received);
+    } else if (attr == MP_QSTR_flashed) {
+        dest[0] = mp_obj_new_int_from_uint(self->core.written);
     } else if (attr == MP_QSTR_partition) {
         dest[0] = self->core.part ? mp_obj_new_str(self->core.part->label,
             strlen(self->core.part->label)) : mp_const_none;

@@ -11,6 +11,10 @@
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define OTA_HUGE (1LL << 30)
 
+#if OTA_BUFFER_SIZE % SECTOR
+#error "OTA_BUFFER_SIZE must be a multiple of 4096"
+#endif
+
 // esp_ota_resume() arrived in ESP-IDF v5.3.3, v5.4.2 and v5.5.
 #define OTA_HAVE_RESUME (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 5, 0) \
     || (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 4, 2) \
@@ -209,8 +213,12 @@ esp_err_t ota_core_begin_at(ota_core_t *s, size_t expected_len, uint32_t flags, 
     (void)buf_len;
     return fail(s, ESP_ERR_NOT_SUPPORTED);
     #else
+    if (buf == NULL) {
+        buf = s->buf;
+        buf_len = sizeof(s->buf);
+    }
     if (offset % SECTOR || offset > s->part->size || (expected_len && offset > expected_len)
-        || offset < OTA_CORE_HEAD || buf == NULL || buf_len == 0) {
+        || offset < OTA_CORE_HEAD || buf_len == 0) {
         return fail(s, ESP_ERR_INVALID_ARG);
     }
     for (size_t pos = 0; pos < offset; pos += buf_len) {
@@ -277,11 +285,14 @@ static esp_err_t start(ota_core_t *s) {
         return err;
     }
     #endif
-    // esp_ota_begin() erases the size it is given (rounded up to 4 KB): the whole image rounded
-    // up to 64 KB blocks when the length is known, else the first block.
-    size_t first = s->expected_len ? ALIGN_UP(s->expected_len, (size_t)OTA_ERASE_BLOCK)
-        : (size_t)OTA_ERASE_BLOCK;
-    first = MIN(first, (size_t)s->part->size);
+    // esp_ota_begin() erases the size it is given (rounded up to 4 KB; esp_partition_erase_range()
+    // takes 64 KB block erases where it can): the first block only, known length or not.
+    // erase_to() erases each next block just ahead of the data, so that the first byte is
+    // written after one block's erase, and an update interrupted half way has erased only the
+    // blocks it wrote in: its resumption erases from where it resumes (esp_ota_resume() erases
+    // nothing), not the rest of the image a second time. (OTA_WITH_SEQUENTIAL_WRITES would have
+    // esp_ota_write() erase 4 KB sectors itself, about 3x slower per byte than blocks.)
+    size_t first = MIN((size_t)OTA_ERASE_BLOCK, (size_t)s->part->size);
     s->handle = 0;
     err = esp_ota_begin(s->part, first, &s->handle);
     s->handle_open = s->handle != 0; // a failed erase still hands out a handle to abort
@@ -289,29 +300,62 @@ static esp_err_t start(ota_core_t *s) {
         return err;
     }
     s->erased = ALIGN_UP(first, (size_t)SECTOR);
-    err = esp_ota_write(s->handle, s->head, s->head_len);
-    if (err != ESP_OK) {
-        return err;
+    return ESP_OK; // the head is the start of the buffer: it goes to flash with the rest of it
+}
+
+// Bytes the buffer collects before they go to flash: up to the next OTA_BUFFER_SIZE boundary of
+// the image (after a resume at a 4 KB boundary, the first piece may be shorter).
+static size_t cap(const ota_core_t *s) {
+    return OTA_BUFFER_SIZE - s->written % OTA_BUFFER_SIZE;
+}
+
+// Program what the buffer holds, after erasing as far as it reaches.
+static esp_err_t flush(ota_core_t *s) {
+    if (s->fill == 0) {
+        return ESP_OK;
     }
-    s->written = s->head_len;
+    esp_err_t err = erase_to(s, s->written + s->fill);
+    if (err == ESP_OK) {
+        err = esp_ota_write(s->handle, s->buf, s->fill);
+    }
+    if (err != ESP_OK) {
+        return fail(s, err);
+    }
+    s->written += s->fill;
+    s->fill = 0;
     return ESP_OK;
 }
 
-esp_err_t ota_core_write(ota_core_t *s, const uint8_t *data, size_t len) {
+uint8_t *ota_core_space(ota_core_t *s, size_t *room) {
+    if (s->state != OTA_CORE_WRITING) {
+        *room = 0;
+        return NULL;
+    }
+    *room = cap(s) - s->fill;
+    return s->buf + s->fill;
+}
+
+esp_err_t ota_core_commit(ota_core_t *s, size_t n) {
     if (s->state != OTA_CORE_WRITING) {
         return OTA_ERR_CLOSED;
     }
-    if (len == 0) {
+    if (n > cap(s) - s->fill) {
+        return fail(s, ESP_ERR_INVALID_SIZE);
+    }
+    if (n == 0) {
         return ESP_OK;
     }
+    const uint8_t *data = s->buf + s->fill;
+    if (n > s->part->size - s->received) {
+        return fail(s, OTA_ERR_TOO_LARGE);
+    }
+    ota_sha256_update(&s->sha, data, n);
+    s->received += n;
+    s->fill += n;
     if (!s->handle_open) {
-        size_t k = MIN(len, OTA_CORE_HEAD - s->head_len);
+        size_t k = MIN(n, OTA_CORE_HEAD - s->head_len);
         memcpy(s->head + s->head_len, data, k);
-        ota_sha256_update(&s->sha, data, k);
         s->head_len += k;
-        s->received += k;
-        data += k;
-        len -= k;
         if (s->head[0] != ESP_IMAGE_HEADER_MAGIC) {
             return fail(s, OTA_ERR_NOT_APP_IMAGE);
         }
@@ -323,22 +367,48 @@ esp_err_t ota_core_write(ota_core_t *s, const uint8_t *data, size_t len) {
             return fail(s, err);
         }
     }
-    if (len == 0) {
-        return ESP_OK;
+    return s->fill == cap(s) ? flush(s) : ESP_OK;
+}
+
+esp_err_t ota_core_write(ota_core_t *s, const uint8_t *data, size_t len) {
+    if (s->state != OTA_CORE_WRITING) {
+        return OTA_ERR_CLOSED;
     }
-    if (len > s->part->size - s->received) {
-        return fail(s, OTA_ERR_TOO_LARGE);
+    while (len > 0) {
+        size_t room;
+        uint8_t *p = ota_core_space(s, &room);
+        if (p == NULL) {
+            return OTA_ERR_CLOSED;
+        }
+        if (s->handle_open && s->fill == 0 && len >= room) {
+            // Whole pieces at piece boundaries: to flash from the caller's memory, no copy.
+            size_t n = room + (len - room) / OTA_BUFFER_SIZE * OTA_BUFFER_SIZE;
+            if (n > s->part->size - s->received) {
+                return fail(s, OTA_ERR_TOO_LARGE);
+            }
+            esp_err_t err = erase_to(s, s->written + n);
+            if (err == ESP_OK) {
+                ota_sha256_update(&s->sha, data, n);
+                s->received += n;
+                err = esp_ota_write(s->handle, data, n);
+            }
+            if (err != ESP_OK) {
+                return fail(s, err);
+            }
+            s->written += n;
+            data += n;
+            len -= n;
+            continue;
+        }
+        size_t k = MIN(room, len);
+        memcpy(p, data, k);
+        esp_err_t err = ota_core_commit(s, k);
+        if (err != ESP_OK) {
+            return err;
+        }
+        data += k;
+        len -= k;
     }
-    esp_err_t err = erase_to(s, s->written + len);
-    if (err == ESP_OK) {
-        ota_sha256_update(&s->sha, data, len);
-        s->received += len;
-        err = esp_ota_write(s->handle, data, len);
-    }
-    if (err != ESP_OK) {
-        return fail(s, err);
-    }
-    s->written += len;
     return ESP_OK;
 }
 
@@ -378,6 +448,14 @@ esp_err_t ota_core_finish(ota_core_t *s, size_t expect_len, const uint8_t *expec
         }
         return fail(s, ota_core_check_head(s->head, s->head_len, s->chip_id));
     }
+    if (buf == NULL) {
+        buf = s->buf;
+        buf_len = sizeof(s->buf);
+    }
+    esp_err_t err = flush(s); // the last piece
+    if (err != ESP_OK) {
+        return err;
+    }
     if (expect_len && expect_len != s->received) {
         return fail(s, OTA_ERR_LENGTH);
     }
@@ -387,7 +465,7 @@ esp_err_t ota_core_finish(ota_core_t *s, size_t expect_len, const uint8_t *expec
         return fail(s, OTA_ERR_SHA);
     }
     s->handle_open = false; // esp_ota_end() frees the handle, whatever it returns
-    esp_err_t err = esp_ota_end(s->handle);
+    err = esp_ota_end(s->handle);
     if (err != ESP_OK) {
         return fail(s, err);
     }
@@ -414,6 +492,7 @@ esp_err_t ota_core_finish(ota_core_t *s, size_t expect_len, const uint8_t *expec
 }
 
 void ota_core_abort(ota_core_t *s) {
+    s->fill = 0;
     if (s->handle_open) {
         esp_ota_abort(s->handle);
         s->handle_open = false;

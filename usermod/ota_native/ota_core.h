@@ -3,12 +3,17 @@
 //
 // One update, step by step:
 // 1. ota_core_begin(): running and next-update partitions, the expected length fits.
-// 2. ota_core_write(): the first 288 bytes (image header + segment header + esp_app_desc_t) are
-//    held back and checked (magic 0xE9, this chip's id, app description magic) before anything
-//    is erased. Then the running app's PENDING_VERIFY state is dealt with on purpose (confirmed,
-//    or refused), esp_ota_begin() erases in 64 KB blocks (the whole image up front when the
-//    length is known, else one block at a time ahead of the data) and every byte is hashed and
-//    written.
+// 2. ota_core_write() (or ota_core_space() + ota_core_commit(), for a reader that fills the
+//    session's buffer itself): the first 288 bytes (image header + segment header +
+//    esp_app_desc_t) are held back and checked (magic 0xE9, this chip's id, app description
+//    magic) before anything is erased. Then the running app's PENDING_VERIFY state is dealt
+//    with on purpose (confirmed, or refused), esp_ota_begin() erases the first 64 KB block and
+//    each next block is erased just ahead of the data (known length or not), and every byte is
+//    hashed. Bytes are collected in the session's buffer and passed to
+//    esp_ota_write() in whole OTA_BUFFER_SIZE pieces at that size's boundaries (the head with
+//    the rest of its first piece), whatever the sizes they arrive in, so that every flash page
+//    is programmed once; data handed to ota_core_write() in whole aligned pieces goes to flash
+//    straight from the caller's memory.
 // 3. ota_core_finish(): length and SHA-256 of the received bytes, esp_ota_end() (image
 //    verification), read-back of the slot hashed against the received bytes, then (on request)
 //    esp_ota_set_boot_partition().
@@ -23,6 +28,7 @@
 #include "esp_err.h"
 #include "esp_ota_ops.h"
 #include "esp_partition.h"
+#include "ota_config.h"
 #include "ota_sha256.h"
 
 // Errors of the caller's input, next to ESP-IDF's own codes.
@@ -63,8 +69,9 @@ typedef struct {
     uint32_t flags;
     uint16_t chip_id; // of the running firmware
     size_t expected_len; // 0: unknown
-    size_t received; // bytes accepted (and hashed)
-    size_t written; // bytes passed to esp_ota_write()
+    size_t received; // bytes accepted (and hashed): written + fill
+    size_t written; // bytes passed to esp_ota_write(): on flash, a multiple of 4 KB until finish
+    size_t fill; // bytes collected in buf, for the image's offsets written.. written + fill
     size_t erased; // bytes of the partition erased so far
     size_t resume_at; // begun at this offset: the bytes before it were written earlier
     ota_sha256_t sha;
@@ -74,18 +81,25 @@ typedef struct {
     long long bad_count; // what a stream's readinto() returned, refused by ota_core_check_read()
     size_t bad_asked; // the size of the buffer it was given
     const char *bad_what; // NULL: bad_count says it; else what it returned instead of an int
+    uint8_t buf[OTA_BUFFER_SIZE]; // the bytes on their way to flash; scratch for read-back
 } ota_core_t;
 
 // Start a session writing to the next update partition. expected_len 0 means unknown.
 esp_err_t ota_core_begin(ota_core_t *s, size_t expected_len, uint32_t flags);
 // Resume an interrupted update: the partition already holds the image's first `offset` bytes
-// (a multiple of 4 KB). They are read back and hashed (with buf as scratch) so that the final
+// (a multiple of 4 KB). They are read back and hashed (with buf as scratch, NULL: the
+// session's own buffer) so that the final
 // SHA-256 still covers every byte, and writing goes on from there through esp_ota_resume()
 // (ESP-IDF v5.3.3, v5.4.2, v5.5 and later; ESP_ERR_NOT_SUPPORTED on older versions).
 esp_err_t ota_core_begin_at(ota_core_t *s, size_t expected_len, uint32_t flags, size_t offset,
     uint8_t *buf, size_t buf_len);
 // Append data to the image.
 esp_err_t ota_core_write(ota_core_t *s, const uint8_t *data, size_t len);
+// Where the next bytes of the image go, for a reader that fills the session's buffer itself
+// (no copy): *room bytes at the returned address, then ota_core_commit() with how many it put
+// there (at most *room). NULL when the session is finished or aborted.
+uint8_t *ota_core_space(ota_core_t *s, size_t *room);
+esp_err_t ota_core_commit(ota_core_t *s, size_t n);
 // A stream's readinto() was given a buffer of `asked` bytes and returned `count` (`what` NULL),
 // or something that is no usable count (`what` names it, e.g. "float"; a static string). Only
 // 0 <= count <= asked is a count of bytes in that buffer: ESP_OK. Anything else is the
@@ -93,7 +107,8 @@ esp_err_t ota_core_write(ota_core_t *s, const uint8_t *data, size_t len);
 // OTA_ERR_STREAM, whose message says what the stream returned.
 esp_err_t ota_core_check_read(ota_core_t *s, long long count, size_t asked, const char *what);
 // Check and close the image. expect_sha may be NULL, expect_len 0: not checked. When verify is
-// set, buf (any size > 0) is used to read the slot back. set_boot makes it the boot partition.
+// set, buf (any size > 0; NULL: the session's own buffer) is used to read the slot back.
+// set_boot makes it the boot partition.
 esp_err_t ota_core_finish(ota_core_t *s, size_t expect_len, const uint8_t *expect_sha,
     bool verify, bool set_boot, uint8_t *buf, size_t buf_len);
 // Give up; safe to call at any time and more than once.

@@ -10,6 +10,10 @@ size_t ota_ffi_received(const ota_core_t *s) {
     return s->received;
 }
 
+size_t ota_ffi_written(const ota_core_t *s) {
+    return s->written;
+}
+
 size_t ota_ffi_head(const ota_core_t *s, const uint8_t **head) {
     *head = s->head;
     return s->head_len;

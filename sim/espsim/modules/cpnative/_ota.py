@@ -25,6 +25,8 @@ for _name, _res, _args in (
     ("ota_core_begin_at", ctypes.c_int, [_p, _sz, ctypes.c_uint32, _sz, _p, _sz]),
     ("ota_core_write", ctypes.c_int, [_p, _p, _sz]),
     ("ota_core_check_read", ctypes.c_int, [_p, ctypes.c_longlong, _sz, ctypes.c_char_p]),
+    ("ota_core_space", _p, [_p, ctypes.POINTER(_sz)]),
+    ("ota_core_commit", ctypes.c_int, [_p, _sz]),
     ("ota_core_finish", ctypes.c_int, [_p, _sz, _p, ctypes.c_bool, ctypes.c_bool, _p, _sz]),
     ("ota_core_abort", None, [_p]),
     ("ota_core_free", None, [_p]),
@@ -43,6 +45,7 @@ for _name, _res, _args in (
     ("ota_host_counts", ctypes.POINTER(ctypes.c_uint32 * 6), []),
     ("ota_ffi_core_size", _sz, []),
     ("ota_ffi_received", _sz, [_p]),
+    ("ota_ffi_written", _sz, [_p]),
     ("ota_ffi_head", _sz, [_p, ctypes.POINTER(_p)]),
     ("ota_ffi_target", ctypes.c_char_p, [_p]),
     ("ota_ffi_label", ctypes.c_char_p, [_p]),
@@ -54,6 +57,7 @@ BUFFER_SIZE = 4096  # OTA_BUFFER_SIZE
 PROGRESS_STEP = 65536  # OTA_PROGRESS_STEP
 _ERR_BASE = 0x6A00
 _ERR_NO_OTA = _ERR_BASE + 10
+_ERR_CLOSED = _ERR_BASE + 11
 _ESP_ERR_NO_MEM, _ESP_ERR_TIMEOUT, _ESP_ERR_NOT_SUPPORTED = 0x101, 0x107, 0x106
 _ESP_ERR_NOT_FOUND = 0x105
 
@@ -93,20 +97,21 @@ class Update:
         if length < 0 or offset < 0:
             raise ValueError("length and offset must be >= 0")
         self._core = ctypes.create_string_buffer(_lib.ota_ffi_core_size())
-        self._buf = ctypes.create_string_buffer(BUFFER_SIZE)
         self._expect_sha = ctypes.create_string_buffer(32)
         self._expect_len = 0
         self._progress = progress
         self._reported = 0
         self._freed = False
-        err = _lib.ota_core_begin_at(
-            self._core, length, 1 if confirm else 0, offset, self._buf, BUFFER_SIZE
-        )
+        err = _lib.ota_core_begin_at(self._core, length, 1 if confirm else 0, offset, None, 0)
         self._reported = self.nbytes
         _check(err, self)
 
     def _feed(self, data, n):
-        _check(_lib.ota_core_write(self._core, data, n), self)
+        # As modota.c: data, or (None) n bytes a stream put in the session's buffer.
+        if data is None:
+            _check(_lib.ota_core_commit(self._core, n), self)
+        else:
+            _check(_lib.ota_core_write(self._core, data, n), self)
         received = self.nbytes
         if self._progress is not None and received - self._reported >= PROGRESS_STEP:
             self._reported = received
@@ -118,12 +123,18 @@ class Update:
         return len(data)
 
     def write_from(self, stream, limit=-1):
-        view = memoryview(self._buf).cast("B")
+        # As modota.c: each read goes straight into the free part of the session's buffer.
+        room = _sz()
         total = 0
         try:
             while limit < 0 or total < limit:
-                want = BUFFER_SIZE if limit < 0 else min(BUFFER_SIZE, limit - total)
-                n = stream.readinto(view[:want])
+                space = _lib.ota_core_space(self._core, ctypes.byref(room))
+                if not space:
+                    _raise(_ERR_CLOSED, self)
+                want = room.value if limit < 0 else min(room.value, limit - total)
+                n = stream.readinto(
+                    memoryview((ctypes.c_char * want).from_address(space)).cast("B")
+                )
                 if n is None:
                     continue
                 # As modota.c: the core checks the count before a byte of the buffer is used.
@@ -136,7 +147,7 @@ class Update:
                 _check(_lib.ota_core_check_read(self._core, n, want, what), self)
                 if n == 0:
                     break
-                self._feed(self._buf, n)
+                self._feed(None, n)
                 total += n
         except BaseException:
             _lib.ota_core_abort(self._core)
@@ -154,12 +165,7 @@ class Update:
         if length < 0:
             raise ValueError("length must be >= 0")
         self._expect_len = length
-        _check(
-            _lib.ota_core_finish(
-                self._core, length, expect, verify, set_boot, self._buf, BUFFER_SIZE
-            ),
-            self,
-        )
+        _check(_lib.ota_core_finish(self._core, length, expect, verify, set_boot, None, 0), self)
 
     def abort(self):
         _lib.ota_core_abort(self._core)
@@ -172,6 +178,10 @@ class Update:
     @property
     def nbytes(self):
         return _lib.ota_ffi_received(self._core)
+
+    @property
+    def flashed(self):
+        return _lib.ota_ffi_written(self._core)
 
     @property
     def partition(self):
