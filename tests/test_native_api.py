@@ -373,3 +373,29 @@ print(c[0] + p["erase_4k"], c[1] + p["erase_64k"])
     # native: 24 x 64 KB (the image rounded up to blocks) + the otadata sector; pure with a
     # 64 KB buffer: 23 blocks, then 4 + 1 sectors for the last 18,208 bytes + otadata.
     assert r.stdout.split() == (["1", "24"] if backend == "native" else ["6", "23"])
+
+
+READS = """
+import _ota
+from ota.writer import OTA
+r0 = _ota.flash_counts()[5]
+with open("v23.bin", "rb") as f, OTA(verbose=False, length={length}, verify={verify}) as ota:
+    ota.write_file(f)
+print(_ota.flash_counts()[5] - r0)
+"""
+
+
+def test_reads_of_the_seed_image(nsim):
+    # Bytes read from flash by an update of the seed image through ota.writer: esp_ota_end()
+    # and esp_ota_set_boot_partition() read the whole image once each (esp_image_verify());
+    # verify=True adds only the image's header, segment headers and appended digest, which tie
+    # esp_ota_end()'s check to the bytes received. Two image reads, not three.
+    snapshot = nsim.flash()
+    reads = {}
+    for verify in (False, True):
+        nsim.path.write_bytes(snapshot)
+        reads[verify] = int(run(nsim, READS.format(length=len(V23), verify=verify)).stdout)
+    print(f"seed image ({len(V23)} bytes), bytes read: {reads}")
+    assert V23[23] == 1  # hash_appended
+    assert reads[True] - reads[False] == 24 + 8 * V23[1] + 32
+    assert reads[True] // len(V23) == 2

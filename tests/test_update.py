@@ -303,3 +303,50 @@ except OSError as e:
     print(e.args)
 """)
     assert r.stdout.strip() == "(2, 'No previous OTA partition to roll back to.')"
+
+
+# Between writing and close(), a bit of the image goes bad on the flash (flipped in the flash
+# file, which both backends read without a cache): verify=True must catch it on every backend
+# with the same words, and the boot partition must not move. The native backend proves most
+# images intact from esp_ota_end()'s own check instead of reading them back; a flash that fails
+# that check is read back to say how it differs. verify=False leaves it to ESP-IDF's check.
+CORRUPT = """
+import os
+from ota.writer import OTA
+w = OTA(sha={sha!r}, length={length}, verify={verify})
+with open({file!r}, "rb") as f:
+    w.write_file(f)
+addr = w.part.info()[2] + {offset}
+flash = open(os.getenv("ESPSIM_FLASH"), "r+b")
+flash.seek(addr)
+b = flash.read(1)
+flash.seek(addr)
+flash.write(bytes([b[0] ^ 0x10]))
+flash.close()
+try:
+    w.close()
+except Exception as e:
+    print(type(e).__name__, repr(e.args))
+"""
+
+
+@pytest.mark.parametrize("offset", [5, 0x1005, 0x100000])
+def test_flash_that_does_not_hold_the_image_fails_verify(sim, tmp_path, offset):
+    (tmp_path / "v23.bin").write_bytes(V23)
+    bad = bytearray(V23)
+    bad[offset] ^= 0x10
+    for verify in (True, False):
+        code = CORRUPT.format(
+            file="v23.bin", sha=sha256(V23), length=len(V23), verify=verify, offset=offset
+        )
+        out = sim.run(code, cwd=tmp_path).stdout.replace("\r", "\n").splitlines()
+        if verify:
+            assert out[-2:] == [
+                "Verifying %d blocks + %d bytes..." % divmod(len(V23), 4096),
+                "ValueError %r"
+                % ((f"SHA verify failed: write={sha256(V23)} read={sha256(bad)}",),),
+            ], out
+        else:
+            assert out[-1] == "OSError (-5379, 'ESP_ERR_OTA_VALIDATE_FAILED')", out
+        assert not any("Passed." in line or "updated successfully" in line for line in out)
+        assert sim.boot_slot() == "ota_0"

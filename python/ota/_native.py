@@ -42,7 +42,9 @@ class Session:
             self.progress(n)
         return binascii.hexlify(self._u.sha()).decode()
 
-    # esp_ota_end() (the image is verified), then the read-back check.
+    # esp_ota_end() (ESP-IDF verifies the image), then with verify the check that the flash holds
+    # the bytes received: proven from esp_ota_end()'s check for an image with an appended
+    # SHA-256, else by reading it back (usermod/ota_native/ota_core.h). Errors as the pure one's.
     def finish(self, verify=True):
         self._u.finish(verify=verify)
 

@@ -733,6 +733,106 @@ static void test_erases_across_an_interrupted_update(void) {
     CHECK_EQ(bad, 0);
 }
 
+// Bytes read by an update of img through the core, by step: writing, finish(verify), set_boot.
+static bool reads_of(blob_t img, bool verify, bool debugger, uint32_t r[3]) {
+    fresh_device();
+    ota_host_set_debugger(debugger);
+    ota_core_t s;
+    bool ok = ota_core_begin(&s, img.len, OTA_CORE_CONFIRM) == ESP_OK
+        && ota_core_write(&s, img.data, img.len) == ESP_OK;
+    r[0] = ota_host_counts()->read_bytes;
+    ok = ok && ota_core_finish(&s, img.len, NULL, verify, false, buf, sizeof(buf)) == ESP_OK;
+    r[1] = ota_host_counts()->read_bytes - r[0];
+    ok = ok && ota_core_set_boot(part("ota_1")) == ESP_OK;
+    r[2] = ota_host_counts()->read_bytes - r[0] - r[1];
+    ota_core_free(&s);
+    return ok && slot_holds("ota_1", img);
+}
+
+// Flash reads of an update of the seed image (1,525,536 bytes, with the SHA-256 appended as in
+// every MicroPython build), by step: esp_ota_end() and esp_ota_set_boot_partition() each run
+// esp_image_verify(), which reads the whole image; finish(verify=true) adds only what it reads
+// to tie that check to the bytes received: the image's header, segment headers and appended
+// digest (esp_image_get_metadata()). Two image reads in all, ESP-IDF's own. Without an
+// appended digest, or with a debugger attached (ESP-IDF then compares no digest), verify reads
+// the image back: three.
+static void test_read_counts(void) {
+    blob_t img = fixture("new.bin"), nodigest = fixture("nodigest.bin");
+    CHECK_EQ(img.len, 1525536);
+    CHECK_EQ(img.data[23], 1); // hash_appended
+    CHECK_EQ(nodigest.data[23], 0);
+    uint32_t plain[3], verified[3], debugger[3], nd_plain[3], nd_verified[3];
+    CHECK(reads_of(img, false, false, plain));
+    CHECK(reads_of(img, true, false, verified));
+    CHECK(reads_of(img, true, true, debugger));
+    CHECK(reads_of(nodigest, false, false, nd_plain));
+    CHECK(reads_of(nodigest, true, false, nd_verified));
+    uint32_t total = verified[0] + verified[1] + verified[2];
+    printf("seed image (%zu bytes), bytes read: writing %u, finish(verify=false) %u, "
+        "finish(verify=true) %u, set_boot %u; update with verify %u = %.3f x the image; "
+        "finish(verify=true) with a debugger attached %u\n", img.len, verified[0], plain[1],
+        verified[1], verified[2], total, (double)total / img.len, debugger[1]);
+    CHECK_EQ(plain[1], img.len); // esp_ota_end()'s esp_image_verify()
+    CHECK_EQ(verified[2], img.len + 2 * 32); // esp_ota_set_boot_partition()'s, + otadata
+    // header, a header per segment, the appended digest
+    CHECK_EQ(verified[1] - plain[1], 24 + 8 * img.data[1] + 32);
+    CHECK_EQ(total / img.len, 2);
+    CHECK_EQ(debugger[1] - plain[1], img.len);
+    CHECK_EQ(nd_verified[1] - nd_plain[1], nodigest.len);
+    free(img.data);
+    free(nodigest.data);
+}
+
+static void hex(char *out, const uint8_t *d) {
+    for (int i = 0; i < 32; i++) {
+        sprintf(out + 2 * i, "%02x", d[i]);
+    }
+}
+
+// The flash does not hold what was written: a weak cell flips a bit once it is programmed, in
+// the header, the data, the last piece (programmed by finish() itself), the checksum's padding
+// or the appended digest. With verify, finish() says so as the pure backend does (OTA_ERR_VERIFY:
+// "SHA verify failed: write=... read=..." with the SHA-256 of the bytes on flash), with or
+// without a debugger attached; without verify, esp_ota_end() refuses the image. The boot
+// partition never moves.
+static void test_corrupted_flash_is_caught(void) {
+    blob_t img = fixture("new.bin");
+    uint8_t want[32], bad[32];
+    sha256(img.data, img.len, want);
+    size_t offsets[] = {5, 0x1005, 0x80000, img.len - 40, img.len - 33, img.len - 1};
+    for (size_t i = 0; i < sizeof(offsets) / sizeof(offsets[0]); i++) {
+        img.data[offsets[i]] ^= 0x10;
+        sha256(img.data, img.len, bad);
+        img.data[offsets[i]] ^= 0x10;
+        for (int mode = 0; mode < 3; mode++) { // verify; verify with a debugger; no verify
+            fresh_device();
+            ota_host_set_debugger(mode == 1);
+            ota_host_flip_after_program(part("ota_1")->address + offsets[i], 0x10);
+            ota_core_t s;
+            CHECK_EQ(ota_core_begin(&s, img.len, 0), ESP_OK);
+            CHECK_EQ(ota_core_write(&s, img.data, img.len), ESP_OK);
+            esp_err_t err = ota_core_finish(&s, img.len, want, mode < 2, true, buf, sizeof(buf));
+            CHECK(strcmp(boot_label(), "ota_0") == 0);
+            if (mode == 2) {
+                CHECK_EQ(err, ESP_ERR_OTA_VALIDATE_FAILED);
+                ota_core_free(&s);
+                continue;
+            }
+            CHECK_EQ(err, OTA_ERR_VERIFY);
+            CHECK(s.read_back);
+            CHECK(memcmp(s.readback, bad, 32) == 0);
+            char msg[320], expect[200], w[65], r[65];
+            hex(w, want);
+            hex(r, bad);
+            snprintf(expect, sizeof(expect), "SHA verify failed: write=%s read=%s", w, r);
+            ota_core_message(&s, err, img.len, want, msg, sizeof(msg));
+            CHECK(strcmp(msg, expect) == 0);
+            ota_core_free(&s);
+        }
+    }
+    free(img.data);
+}
+
 static const struct {
     const char *name;
     void (*fn)(void);
@@ -747,6 +847,8 @@ static const struct {
     T(test_length_and_sha_mismatch),
     T(test_truncated_image_fails_esp_ota_end),
     T(test_readback_verification),
+    T(test_read_counts),
+    T(test_corrupted_flash_is_caught),
     T(test_abort_at_every_step),
     T(test_pending_verify),
     T(test_idf_versions),

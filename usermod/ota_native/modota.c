@@ -8,7 +8,8 @@
 //       .write(buf) -> int            any bytes-like object
 //       .write_from(stream, limit=-1) -> int    pumps stream.readinto() straight into the
 //                                      session's own buffer (ota_core_space/commit), in C
-//       .finish(sha=None, length=0, verify=True, set_boot=False)
+//       .finish(sha=None, length=0, verify=True, set_boot=False)    verify: the flash holds the
+//                                      bytes received (ValueError "SHA verify failed: ...")
 //       .abort()
 //       .sha() -> bytes                SHA-256 of the bytes received so far
 //       .nbytes, .flashed              bytes received; of those, bytes on flash (the rest is

@@ -1,7 +1,12 @@
 #include <stdio.h>
 #include <string.h>
+#if defined(ESP_PLATFORM)
+#include "sdkconfig.h"
+#endif
 #include "esp_app_format.h"
+#include "esp_cpu.h"
 #include "esp_idf_version.h"
+#include "esp_image_format.h"
 #include "esp_ota_ops.h"
 #include "ota_config.h"
 #include "ota_core.h"
@@ -22,9 +27,43 @@
     || (ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 3, 3) \
     && ESP_IDF_VERSION < ESP_IDF_VERSION_VAL(5, 4, 0)))
 
+// Whether esp_image_verify() compares an image's appended SHA-256 with the image on flash
+// (esp_image_format.c, image_load()): not when it checks a signature instead
+// (CONFIG_SECURE_SIGNED_ON_UPDATE), and it takes a mismatch as a pass on FPGA and bring-up
+// builds. At run time, not with a debugger attached (esp_cpu_dbgr_is_attached()).
+#if defined(CONFIG_SECURE_SIGNED_ON_UPDATE) || defined(CONFIG_IDF_ENV_FPGA) \
+    || defined(CONFIG_IDF_ENV_BRINGUP)
+#define OTA_IDF_CHECKS_DIGEST (0)
+#else
+#define OTA_IDF_CHECKS_DIGEST (1)
+#endif
+
+#define HASH_APPENDED (23) // offsetof(esp_image_header_t, hash_appended)
+
 static esp_err_t fail(ota_core_t *s, esp_err_t err) {
     ota_core_abort(s);
     return err;
+}
+
+// Hash received bytes. The last OTA_SHA256_LEN of them wait in s->tail until more arrive, so
+// that s->sha covers the image without its last 32 bytes: where an appended digest is.
+static void hash(ota_core_t *s, const uint8_t *data, size_t n) {
+    if (n >= OTA_SHA256_LEN) {
+        ota_sha256_update(&s->sha, s->tail, s->tail_len);
+        ota_sha256_update(&s->sha, data, n - OTA_SHA256_LEN);
+        memcpy(s->tail, data + n - OTA_SHA256_LEN, OTA_SHA256_LEN);
+        s->tail_len = OTA_SHA256_LEN;
+        return;
+    }
+    size_t keep = OTA_SHA256_LEN - n; // of the tail's bytes, those that stay in it
+    if (s->tail_len > keep) {
+        size_t out = s->tail_len - keep;
+        ota_sha256_update(&s->sha, s->tail, out);
+        memmove(s->tail, s->tail + out, keep);
+        s->tail_len = keep;
+    }
+    memcpy(s->tail + s->tail_len, data, n);
+    s->tail_len += n;
 }
 
 esp_err_t ota_core_check_head(const uint8_t *head, size_t len, uint16_t chip_id) {
@@ -230,7 +269,7 @@ esp_err_t ota_core_begin_at(ota_core_t *s, size_t expected_len, uint32_t flags, 
         if (pos < OTA_CORE_HEAD) {
             memcpy(s->head + pos, buf, MIN(n, OTA_CORE_HEAD - pos));
         }
-        ota_sha256_update(&s->sha, buf, n);
+        hash(s, buf, n);
     }
     s->head_len = OTA_CORE_HEAD;
     s->received = s->written = s->erased = s->resume_at = offset;
@@ -349,7 +388,7 @@ esp_err_t ota_core_commit(ota_core_t *s, size_t n) {
     if (n > s->part->size - s->received) {
         return fail(s, OTA_ERR_TOO_LARGE);
     }
-    ota_sha256_update(&s->sha, data, n);
+    hash(s, data, n);
     s->received += n;
     s->fill += n;
     if (!s->handle_open) {
@@ -388,7 +427,7 @@ esp_err_t ota_core_write(ota_core_t *s, const uint8_t *data, size_t len) {
             }
             esp_err_t err = erase_to(s, s->written + n);
             if (err == ESP_OK) {
-                ota_sha256_update(&s->sha, data, n);
+                hash(s, data, n);
                 s->received += n;
                 err = esp_ota_write(s->handle, data, n);
             }
@@ -423,6 +462,7 @@ esp_err_t ota_core_check_read(ota_core_t *s, long long count, size_t asked, cons
 }
 
 static esp_err_t readback(ota_core_t *s, uint8_t *buf, size_t buf_len) {
+    s->read_back = true;
     ota_sha256_t h;
     ota_sha256_init(&h);
     esp_err_t err = ESP_OK;
@@ -434,6 +474,31 @@ static esp_err_t readback(ota_core_t *s, uint8_t *buf, size_t buf_len) {
     ota_sha256_peek(&h, s->readback);
     ota_sha256_free(&h);
     return err;
+}
+
+// Does the esp_image_verify() that esp_ota_end() has just run prove that the slot holds the
+// bytes received? For an image with an appended SHA-256 it hashes the image on flash from its
+// header to its checksum byte and compares that with the 32 bytes after them on flash. So if the
+// image on flash is as long as the one received (ESP-IDF's reckoning, from the segment headers
+// on flash), its last 32 bytes are the last 32 received, and those are the SHA-256 of the bytes
+// received before them, then the flash's bytes before them have the SHA-256 of the received
+// ones: they are the same bytes. esp_image_get_metadata() reads the header, the segment headers
+// and the digest: about 100 bytes, where a read-back reads the whole image.
+static bool proven_by_image_verify(ota_core_t *s) {
+    if (!OTA_IDF_CHECKS_DIGEST || s->head[HASH_APPENDED] == 0 || s->tail_len != OTA_SHA256_LEN
+        || esp_cpu_dbgr_is_attached()) {
+        return false;
+    }
+    uint8_t body[OTA_SHA256_LEN];
+    ota_sha256_peek(&s->sha, body); // the received bytes but the last 32
+    if (memcmp(body, s->tail, OTA_SHA256_LEN) != 0) {
+        return false; // esp_ota_end() would have refused it; not for us to prove anything
+    }
+    esp_image_metadata_t md;
+    const esp_partition_pos_t pos = {.offset = s->part->address, .size = s->part->size};
+    return esp_image_get_metadata(&pos, &md) == ESP_OK && md.image.hash_appended
+           && md.image_len == s->received
+           && memcmp(md.image_digest, s->tail, OTA_SHA256_LEN) == 0;
 }
 
 esp_err_t ota_core_finish(ota_core_t *s, size_t expect_len, const uint8_t *expect_sha,
@@ -452,6 +517,9 @@ esp_err_t ota_core_finish(ota_core_t *s, size_t expect_len, const uint8_t *expec
         buf = s->buf;
         buf_len = sizeof(s->buf);
     }
+    if (verify && buf_len == 0) {
+        return fail(s, ESP_ERR_INVALID_ARG);
+    }
     esp_err_t err = flush(s); // the last piece
     if (err != ESP_OK) {
         return err;
@@ -460,25 +528,32 @@ esp_err_t ota_core_finish(ota_core_t *s, size_t expect_len, const uint8_t *expec
         return fail(s, OTA_ERR_LENGTH);
     }
     uint8_t digest[OTA_SHA256_LEN];
-    ota_sha256_peek(&s->sha, digest);
+    ota_core_sha(s, digest);
     if (expect_sha && memcmp(expect_sha, digest, sizeof(digest)) != 0) {
         return fail(s, OTA_ERR_SHA);
     }
+    s->read_back = false;
     s->handle_open = false; // esp_ota_end() frees the handle, whatever it returns
     err = esp_ota_end(s->handle);
     if (err != ESP_OK) {
+        // An invalid image: if the flash differs from the bytes received, that is the error.
+        if (verify && err == ESP_ERR_OTA_VALIDATE_FAILED && readback(s, buf, buf_len) == ESP_OK
+            && memcmp(s->readback, digest, sizeof(digest)) != 0) {
+            err = OTA_ERR_VERIFY;
+        }
         return fail(s, err);
     }
     if (verify) {
-        if (buf == NULL || buf_len == 0) {
-            return fail(s, ESP_ERR_INVALID_ARG);
-        }
-        err = readback(s, buf, buf_len);
-        if (err != ESP_OK) {
-            return fail(s, err);
-        }
-        if (memcmp(s->readback, digest, sizeof(digest)) != 0) {
-            return fail(s, OTA_ERR_VERIFY);
+        if (proven_by_image_verify(s)) {
+            memcpy(s->readback, digest, sizeof(digest));
+        } else {
+            err = readback(s, buf, buf_len);
+            if (err != ESP_OK) {
+                return fail(s, err);
+            }
+            if (memcmp(s->readback, digest, sizeof(digest)) != 0) {
+                return fail(s, OTA_ERR_VERIFY);
+            }
         }
     }
     if (set_boot) {
@@ -503,7 +578,7 @@ void ota_core_abort(ota_core_t *s) {
 }
 
 void ota_core_sha(const ota_core_t *s, uint8_t out[OTA_SHA256_LEN]) {
-    ota_sha256_peek(&s->sha, out);
+    ota_sha256_peek_more(&s->sha, s->tail, s->tail_len, out);
 }
 
 void ota_core_free(ota_core_t *s) {

@@ -15,8 +15,17 @@
 //    is programmed once; data handed to ota_core_write() in whole aligned pieces goes to flash
 //    straight from the caller's memory.
 // 3. ota_core_finish(): length and SHA-256 of the received bytes, esp_ota_end() (image
-//    verification), read-back of the slot hashed against the received bytes, then (on request)
-//    esp_ota_set_boot_partition().
+//    verification: esp_image_verify() reads the whole image), then, with verify, the proof that
+//    the slot holds the bytes received, then (on request) esp_ota_set_boot_partition() (which
+//    reads the whole image again). For an image with an appended SHA-256 (hash_appended, as
+//    every MicroPython build has) esp_ota_end()'s check is that proof once the image on flash
+//    is as long as the one received, its digest is the last 32 bytes received, and those are
+//    the SHA-256 of the bytes before them: finish() then reads only the image's header, segment
+//    headers and digest (esp_image_get_metadata(), about 100 bytes). Otherwise (no digest, a
+//    debugger attached or signed-app checks, under which ESP-IDF does not compare the digest)
+//    it reads the slot back and hashes it. When esp_ota_end() finds the image invalid, the
+//    slot is read back to tell a flash that differs from the bytes received (OTA_ERR_VERIFY)
+//    from an image that was invalid as received (ESP_ERR_OTA_VALIDATE_FAILED).
 // Any failure after esp_ota_begin() calls esp_ota_abort(); the boot partition never changes
 // before the last step.
 #ifndef OTA_CORE_H
@@ -74,10 +83,15 @@ typedef struct {
     size_t fill; // bytes collected in buf, for the image's offsets written.. written + fill
     size_t erased; // bytes of the partition erased so far
     size_t resume_at; // begun at this offset: the bytes before it were written earlier
-    ota_sha256_t sha;
+    ota_sha256_t sha; // of the bytes received, but the last tail_len
+    uint8_t tail[OTA_SHA256_LEN]; // the last bytes received: the appended digest, if any
+    size_t tail_len; // min(received, 32)
     uint8_t head[OTA_CORE_HEAD]; // the first bytes, checked before the first erase
     size_t head_len;
-    uint8_t readback[OTA_SHA256_LEN]; // SHA-256 read back by the last finish() that verified
+    // SHA-256 of the slot's first `written` bytes as the last finish() that verified found
+    // it: read back, or (read_back false) proven equal to the received one by esp_ota_end()
+    uint8_t readback[OTA_SHA256_LEN];
+    bool read_back; // the last finish() read the whole image back
     long long bad_count; // what a stream's readinto() returned, refused by ota_core_check_read()
     size_t bad_asked; // the size of the buffer it was given
     const char *bad_what; // NULL: bad_count says it; else what it returned instead of an int
@@ -106,9 +120,10 @@ esp_err_t ota_core_commit(ota_core_t *s, size_t n);
 // stream's error: the session is aborted before a byte of that read is used, and the result is
 // OTA_ERR_STREAM, whose message says what the stream returned.
 esp_err_t ota_core_check_read(ota_core_t *s, long long count, size_t asked, const char *what);
-// Check and close the image. expect_sha may be NULL, expect_len 0: not checked. When verify is
-// set, buf (any size > 0; NULL: the session's own buffer) is used to read the slot back.
-// set_boot makes it the boot partition.
+// Check and close the image. expect_sha may be NULL, expect_len 0: not checked. verify: prove
+// that the slot holds the bytes received (OTA_ERR_VERIFY if not), reading it back in buf (any
+// size > 0; NULL: the session's own buffer) when esp_ota_end()'s check cannot prove it (see
+// above). set_boot makes it the boot partition.
 esp_err_t ota_core_finish(ota_core_t *s, size_t expect_len, const uint8_t *expect_sha,
     bool verify, bool set_boot, uint8_t *buf, size_t buf_len);
 // Give up; safe to call at any time and more than once.

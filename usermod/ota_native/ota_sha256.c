@@ -28,12 +28,20 @@ void ota_sha256_update(ota_sha256_t *h, const uint8_t *data, size_t len) {
     SHA_UPDATE(&h->ctx, data, len);
 }
 
-void ota_sha256_peek(const ota_sha256_t *h, uint8_t out[OTA_SHA256_LEN]) {
+void ota_sha256_peek_more(const ota_sha256_t *h, const uint8_t *more, size_t len,
+    uint8_t out[OTA_SHA256_LEN]) {
     mbedtls_sha256_context copy;
     mbedtls_sha256_init(&copy);
     mbedtls_sha256_clone(&copy, &h->ctx);
+    if (len > 0) {
+        SHA_UPDATE(&copy, more, len);
+    }
     SHA_FINISH(&copy, out);
     mbedtls_sha256_free(&copy);
+}
+
+void ota_sha256_peek(const ota_sha256_t *h, uint8_t out[OTA_SHA256_LEN]) {
+    ota_sha256_peek_more(h, NULL, 0, out);
 }
 
 void ota_sha256_free(ota_sha256_t *h) {

@@ -8,11 +8,17 @@
 // - ota_host_load_image(): bootloader_load_image(ESP_IMAGE_LOAD), what the 2nd stage bootloader
 //   runs before it starts an app: the same, plus verify_load_addresses() for every segment it
 //   copies to RAM (not flash-mapped ones, not those below 0x10000000 such as esptool's padding
-//   segments at address 0).
+//   segments at address 0);
+// - esp_image_get_metadata(): the header, segment headers and appended digest, unchecked but
+//   for the segment headers, with no data read.
+// With a debugger attached (ota_host_set_debugger(), esp_cpu_dbgr_is_attached()) the checksum
+// and the appended SHA-256 are read but not compared, as ESP-IDF does.
 
 #include <string.h>
 
 #include "esp_app_format.h"
+#include "esp_cpu.h"
+#include "esp_image_format.h"
 #include "ota_host.h"
 #include "ota_host_priv.h"
 #include "ota_sha256.h"
@@ -85,6 +91,37 @@ static bool load_ok(const host_chip_t *c, uint32_t start, uint32_t end, bool aga
            || within(&c->rtc_slow, start, end);
 }
 
+// verify_segment_header(): a segment's length, and for a flash-mapped segment its offset within
+// an MMU page, whose size the first segment's app description gives on chips where it is
+// configurable. ESP_ERR_IMAGE_INVALID, ESP_FAIL (no app description) or ESP_OK.
+static esp_err_t check_segment(int i, const esp_image_segment_header_t *seg, uint32_t data,
+    uint32_t *mmu_page) {
+    const host_chip_t *chip = ota_host_device.chip;
+    if (chip == NULL) {
+        return ESP_FAIL; // a chip the host backend does not know
+    }
+    if (seg->data_len % 4 || seg->data_len >= MAX_SEGMENT_LEN) {
+        return ESP_ERR_IMAGE_INVALID;
+    }
+    if (i == 0 && chip->mmu_page_configurable) {
+        // The image says which page size it was linked for (log2 in its app description;
+        // 0 in images older than the field).
+        uint32_t magic = 0;
+        uint8_t log2 = 0;
+        if (data + DESC_MMU_PAGE_SIZE + 1 > host_flash_size()
+            || image_read(data, &magic, sizeof(magic)) != ESP_OK
+            || image_read(data + DESC_MMU_PAGE_SIZE, &log2, 1) != ESP_OK
+            || magic != ESP_APP_DESC_MAGIC_WORD) {
+            return ESP_FAIL;
+        }
+        *mmu_page = log2 ? 1u << log2 : BLOCK;
+    }
+    if (flash_mapped(chip, seg->load_addr) && data % *mmu_page != seg->load_addr % *mmu_page) {
+        return ESP_ERR_IMAGE_INVALID;
+    }
+    return ESP_OK;
+}
+
 static esp_err_t image_load(const esp_partition_t *p, bool do_load) {
     const host_chip_t *chip = ota_host_device.chip;
     uint32_t flash_size = host_flash_size();
@@ -124,29 +161,12 @@ static esp_err_t image_load(const esp_partition_t *p, bool do_load) {
         if ((err = image_read(addr, &seg, sizeof(seg))) != ESP_OK) {
             goto out;
         }
-        err = ESP_ERR_IMAGE_INVALID;
         image_sha(&sha, (const uint8_t *)&seg, sizeof(seg));
         uint32_t data = addr + sizeof(seg);
-        if (seg.data_len % 4 || seg.data_len >= MAX_SEGMENT_LEN) {
+        if ((err = check_segment(i, &seg, data, &mmu_page)) != ESP_OK) {
             goto out;
         }
-        if (i == 0 && chip->mmu_page_configurable) {
-            // The image says which page size it was linked for (log2 in its app description;
-            // 0 in images older than the field).
-            uint32_t magic = 0;
-            uint8_t log2 = 0;
-            if (data + DESC_MMU_PAGE_SIZE + 1 > flash_size
-                || image_read(data, &magic, sizeof(magic)) != ESP_OK
-                || image_read(data + DESC_MMU_PAGE_SIZE, &log2, 1) != ESP_OK
-                || magic != ESP_APP_DESC_MAGIC_WORD) {
-                err = ESP_FAIL;
-                goto out;
-            }
-            mmu_page = log2 ? 1u << log2 : BLOCK;
-        }
-        if (flash_mapped(chip, seg.load_addr) && data % mmu_page != seg.load_addr % mmu_page) {
-            goto out;
-        }
+        err = ESP_ERR_IMAGE_INVALID;
         bool loaded = !flash_mapped(chip, seg.load_addr) && seg.load_addr >= LOAD_LIMIT;
         if (do_load && loaded && seg.data_len > 0
             && !load_ok(chip, seg.load_addr, seg.load_addr + seg.data_len, false)) {
@@ -169,17 +189,20 @@ static esp_err_t image_load(const esp_partition_t *p, bool do_load) {
         err = ESP_ERR_IMAGE_INVALID;
         addr = data + seg.data_len;
     }
+    // With a debugger attached ESP-IDF compares neither the checksum nor the digest.
+    bool dbgr = esp_cpu_dbgr_is_attached();
     uint32_t unpadded = addr - p->address;
     uint32_t pad = ((unpadded + 1 + 15) & ~15u) - unpadded;
     if (addr + pad > flash_size) {
         err = ESP_FAIL;
         goto out;
     }
-    if ((err = image_read(addr, buf, pad)) != ESP_OK) {
+    memset(buf, 0, pad);
+    if ((!dbgr || hdr.hash_appended) && (err = image_read(addr, buf, pad)) != ESP_OK) {
         goto out;
     }
     err = ESP_ERR_IMAGE_INVALID;
-    if (buf[pad - 1] != checksum) {
+    if (!dbgr && buf[pad - 1] != checksum) {
         goto out;
     }
     image_sha(&sha, buf, pad);
@@ -199,7 +222,7 @@ static esp_err_t image_load(const esp_partition_t *p, bool do_load) {
     if (len > p->size) {
         goto out;
     }
-    if (hdr.hash_appended) {
+    if (hdr.hash_appended && !dbgr) {
         ota_sha256_peek(&sha, calc);
         if (memcmp(calc, stored, sizeof(calc)) != 0) {
             goto out;
@@ -209,6 +232,59 @@ static esp_err_t image_load(const esp_partition_t *p, bool do_load) {
 out:
     ota_sha256_free(&sha);
     return err;
+}
+
+esp_err_t esp_image_get_metadata(const esp_partition_pos_t *part, esp_image_metadata_t *md) {
+    if (md == NULL || part == NULL || part->size > MAX_SEGMENT_LEN) {
+        return ESP_ERR_INVALID_ARG;
+    }
+    memset(md, 0, sizeof(*md));
+    md->start_addr = part->offset;
+    uint32_t flash_size = host_flash_size();
+    if (part->offset + sizeof(md->image) > flash_size) {
+        return ESP_FAIL;
+    }
+    esp_err_t err = image_read(part->offset, &md->image, sizeof(md->image));
+    if (err != ESP_OK) {
+        return err;
+    }
+    if (md->image.segment_count > ESP_IMAGE_MAX_SEGMENTS) {
+        return ESP_ERR_IMAGE_INVALID; // (ESP-IDF reads on, past its arrays' end)
+    }
+    uint32_t addr = part->offset + sizeof(md->image);
+    uint32_t mmu_page = BLOCK;
+    for (int i = 0; i < md->image.segment_count; i++) {
+        esp_image_segment_header_t *seg = &md->segments[i];
+        if (addr + sizeof(*seg) > flash_size) {
+            return ESP_FAIL;
+        }
+        if ((err = image_read(addr, seg, sizeof(*seg))) != ESP_OK) {
+            return err;
+        }
+        uint32_t data = addr + sizeof(*seg);
+        if ((err = check_segment(i, seg, data, &mmu_page)) != ESP_OK) {
+            return err;
+        }
+        md->segment_data[i] = data;
+        addr = data + seg->data_len;
+        if (addr < part->offset) {
+            return ESP_ERR_IMAGE_INVALID; // "image offset has wrapped"
+        }
+    }
+    md->mmu_page_size = mmu_page;
+    uint32_t unpadded = addr - part->offset;
+    md->image_len = (unpadded + 1 + 15) & ~15u; // the checksum byte and its padding, not read
+    if (md->image.hash_appended) {
+        if (part->offset + md->image_len + ESP_IMAGE_HASH_LEN > flash_size) {
+            return ESP_FAIL;
+        }
+        err = image_read(part->offset + md->image_len, md->image_digest, ESP_IMAGE_HASH_LEN);
+        if (err != ESP_OK) {
+            return err;
+        }
+        md->image_len += ESP_IMAGE_HASH_LEN;
+    }
+    return md->image_len > part->size ? ESP_ERR_IMAGE_INVALID : ESP_OK;
 }
 
 esp_err_t ota_host_verify_image(const esp_partition_t *p) {

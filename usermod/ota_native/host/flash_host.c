@@ -1,6 +1,7 @@
 // The SPI flash chip, as ESP-IDF's components/spi_flash/esp_flash_api.c drives it, over a flash
 // image file. Flash physics as sim/espsim/flash.py: erase to 0xFF, page programs only clear
-// bits, 64 KB block erases where the range allows. The power-cut switch lives here.
+// bits, 64 KB block erases where the range allows. The power-cut switch lives here, and a weak
+// cell for tests: a bit that flips after it is programmed (ota_host_flip_after_program()).
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -20,7 +21,9 @@ static struct {
     long cut;
     bool dead;
     bool exit_on_cut; // armed by $ESPSIM_CUT_AFTER: the process ends, as a chip loses power
-} f = { .fd = -1, .cut = -1 };
+    long flip_addr; // -1: no weak cell
+    uint8_t flip_mask;
+} f = { .fd = -1, .cut = -1, .flip_addr = -1 };
 
 esp_err_t host_flash_open(const char *path) {
     host_flash_close();
@@ -35,6 +38,7 @@ esp_err_t host_flash_open(const char *path) {
     f.cut = cut && *cut ? strtol(cut, NULL, 0) : -1;
     f.exit_on_cut = f.cut >= 0;
     f.dead = false;
+    f.flip_addr = -1;
     return ESP_OK;
 }
 
@@ -158,6 +162,13 @@ EMULATION esp_err_t host_flash_program(uint32_t addr, const uint8_t *data, size_
         }
         f.counts.program_pages++;
         f.counts.program_bytes += n;
+        if (f.flip_addr >= addr && f.flip_addr < (long)(addr + n)) {
+            page[f.flip_addr - addr] ^= f.flip_mask; // the cell does not hold what it was given
+            f.flip_addr = -1;
+            if (raw_io(true, addr, page, n) != ESP_OK) {
+                return ESP_FAIL;
+            }
+        }
         if (half) {
             return power_cut("page program", addr);
         }
@@ -174,6 +185,11 @@ const ota_host_counts_t *ota_host_counts(void) {
 
 void ota_host_reset_counts(void) {
     memset(&f.counts, 0, sizeof(f.counts));
+}
+
+void ota_host_flip_after_program(uint32_t addr, uint8_t mask) {
+    f.flip_addr = addr;
+    f.flip_mask = mask;
 }
 
 void ota_host_cut_after(long n) {

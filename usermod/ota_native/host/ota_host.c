@@ -10,13 +10,15 @@
 //                           bootloader's load checks
 //   app_update_host.c       components/app_update/esp_ota_ops.c (esp_ota_*, otadata)
 // This file is the simulated device itself: its flash file and "<flash>.state" (written by
-// the simulator, sim/espsim/device.py), esp_restart() and esp_err_to_name().
+// the simulator, sim/espsim/device.py), esp_restart(), esp_err_to_name() and
+// esp_cpu_dbgr_is_attached().
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "esp_cpu.h"
 #include "esp_ota_ops.h"
 #include "esp_system.h"
 #include "ota_host.h"
@@ -75,6 +77,7 @@ esp_err_t ota_host_open(const char *path) {
         return err;
     }
     opened = true;
+    ota_host_device.debugger = false;
     const char *idf = getenv("OTA_HOST_IDF");
     ota_host_device.idf = idf && strncmp(idf, "5.3", 3) == 0 ? 0x0503
         : idf && strncmp(idf, "5.4", 3) == 0 ? 0x0504 : 0x0505;
@@ -109,6 +112,14 @@ bool ota_host_ready(void) {
 
 void ota_host_set_idf(unsigned version) {
     ota_host_device.idf = version;
+}
+
+void ota_host_set_debugger(bool attached) {
+    ota_host_device.debugger = attached;
+}
+
+bool esp_cpu_dbgr_is_attached(void) {
+    return ota_host_device.debugger;
 }
 
 void ota_host_on_restart(void (*hook)(void)) {

@@ -36,8 +36,16 @@ void ota_host_reset_counts(void);
 // $ESPSIM_CUT_AFTER instead, the cut ends the process with status 3, like a board losing power.)
 void ota_host_cut_after(long n);
 bool ota_host_powered(void);
+// A weak cell: the next page program that covers flash address addr leaves the bits of mask
+// in that byte flipped (inverted) after it completes, so that a later read differs from what was
+// written. Once; ota_host_open() clears it.
+void ota_host_flip_after_program(uint32_t addr, uint8_t mask);
 // ESP-IDF version whose behaviour to follow: 0x0505 (default), 0x0504 or 0x0503.
 void ota_host_set_idf(unsigned version);
+// Attach or detach a JTAG debugger (esp_cpu_dbgr_is_attached()): while one is attached,
+// esp_image_verify() compares neither the checksum nor the appended SHA-256, as on the chip.
+// ota_host_open() detaches it.
+void ota_host_set_debugger(bool attached);
 // esp_image_verify(ESP_IMAGE_VERIFY) of the app in a partition, for the chip and revision of
 // the simulated device: ESP_OK, ESP_ERR_IMAGE_INVALID (0x2002), ESP_FAIL (wrong chip or chip
 // revision) or a flash error.

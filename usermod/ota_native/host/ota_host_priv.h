@@ -46,6 +46,7 @@ typedef struct {
     unsigned chip_rev;
     bool rollback;
     unsigned idf;
+    bool debugger; // a JTAG debugger is attached (esp_cpu_dbgr_is_attached())
     void (*restart_hook)(void);
 } ota_host_device_t;
 
