@@ -19,19 +19,41 @@ def _lib(native_lib):
 
 
 def test_flash_time_model():
-    rows = flashtime.measure([65536, 200_032])
-    strategies = len(flashtime.STRATEGIES) + len(flashtime.REFERENCES) + 1  # + the floor
-    assert len(rows) == 2 * strategies
+    rows = flashtime.measure([65536, 200_032], full=False)
+    per_size = len(flashtime.STRATEGIES) + len(flashtime.REFERENCES) + 1  # + the floor
+    assert len(rows) == 2 * per_size
     assert flashtime.table(rows).count("\n") == len(rows) + 1
     for r in rows:
         assert r["ratio"] >= 0.999 and r["seconds"] > 0
     small = [r for r in rows if r["size"] == 200_032]
-    pure4 = next(r for r in small if r["strategy"].startswith("pure, 4 KB"))
-    native = next(r for r in small if r["strategy"] == "native, length known")
-    floor = next(r for r in small if r["strategy"] == "floor")
+    pure4 = next(r for r in small if r["case"].startswith("file: pure, 4 KB"))
+    pure64 = next(r for r in small if r["case"].startswith("file: pure, 64 KB"))
+    native = next(r for r in small if r["case"] == "file: native, length known")
+    floor = next(r for r in small if r["case"] == "floor")
     assert pure4["erase_4k"] == -(-200_032 // 4096) + 1 and pure4["erase_64k"] == 0
+    # 200,032 = 3 x 64 KB + 3,424 bytes: one sector for the tail is cheaper than a block
+    assert (pure64["erase_64k"], pure64["erase_4k"]) == (3, 2)
     assert native["erase_64k"] == -(-200_032 // 65536) and native["erase_4k"] == 1
     assert floor["ratio"] == 1.0 and native["ratio"] < pure4["ratio"] / 2
+    # verify=True: pure reads back then set_boot verifies; native's esp_ota_end() and set_boot
+    # verify, and the first proves the flash holds the bytes received (ota_core.h)
+    assert [round(r["reads"], 1) for r in (pure64, native, floor)] == [2, 2, 1]
+
+
+def test_user_paths_and_end_to_end():
+    # The HTTP read sizes, steady state, resumed and original-project rows, on a small image.
+    rows = flashtime.measure([], full=True, user_size=200_032)
+    cases = [r["case"] for r in rows]
+    assert sum("HTTP from_file()" in c for c in cases) == 6
+    for r in rows:
+        if r["case"].endswith(": pure 64 KB"):
+            assert r["ratio"] < 1.10, r  # the pure path at the floor on every user path
+    steady = {r["case"].split(": ")[1]: r for r in rows if r["case"].startswith("steady")}
+    # esp_ota_begin() erases the inactive otadata sector on a steady-state device (native);
+    # the pure backend never calls it
+    assert steady["native"]["erase_4k"] == 2 and steady["pure 64 KB"]["erase_4k"] == 2
+    e2e = flashtime.end_to_end(rows, bytes(200_032))
+    assert e2e.count("| full |") == 3 and e2e.count("| compressed (zlib) |") == 3
 
 
 def test_power_cut_campaign_quick(capsys):

@@ -397,3 +397,43 @@ def test_partition_api_behaves_like_micropython_esp32(sim):
         "ValueError ()",
         "(-260, 'ESP_ERR_INVALID_SIZE')",
     ]
+
+
+PER_CALL_ALLOCATIONS = """
+import gc, micropython
+from esp32 import Partition
+p = Partition(Partition.RUNNING).get_next_update()
+big = bytearray(65536)
+mv = memoryview(big)
+page, tail = mv[:4096], mv[100:400]
+for i in range(300):
+    tail[i] = i & 0xF0  # not all 0xFF: programming over it takes the bit-clearing path
+def calls():
+    p.writeblocks(0, big)  # 64 KB: erase + program
+    p.writeblocks(16, page)  # 4 KB
+    p.ioctl(6, 17)  # BLOCK_ERASE
+    p.writeblocks(17, tail, 100)  # programs erased flash
+    p.writeblocks(17, tail, 100)  # programs over programmed flash
+    p.readblocks(0, big)
+    p.readblocks(17, tail, 100)
+    p.ioctl(4, 0)
+calls()
+gc.collect()
+m = micropython.mem_total()
+for _ in range(5):
+    calls()
+print("allocated", micropython.mem_total() - m)
+print("readback", bytes(mv[100:400]) == bytes(i & 0xF0 for i in range(300)))
+"""
+
+
+@pytest.mark.parametrize("heap", ["2M", "192K"])
+def test_partition_calls_allocate_nothing_on_the_device_heap(tmp_path, heap):
+    # On a board esp32.Partition is C: its reads, writes and erases take nothing from
+    # MicroPython's heap. The simulated one runs on that heap, so it must not either (no copy of
+    # the caller's buffer, no frame of more than 11 words: py/objfun.c puts those on the heap).
+    path = tmp_path / "flash.bin"
+    simdev.create(path, image("v1.22.0", 600_032))
+    r = simdev.run(path, PER_CALL_ALLOCATIONS, heap=heap)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "allocated 0\n" in r.stdout and "readback True" in r.stdout

@@ -192,33 +192,61 @@ print(seen)
     assert all(total == 0 for _, total in seen)  # no length given
 
 
-@pytest.mark.parametrize("heap,erase_64k", [("2M", 23), ("200K", 0)])
-def test_erase_strategy_follows_the_heap(tmp_path, heap, erase_64k):
-    # A 64 KB buffer gets 64 KB block erases; with little RAM the buffer is 4 KB and so are
-    # the erases. Counts from the simulator's flash counters.
-    path = tmp_path / "flash.bin"
-    simdev.create(path, image("v1.22.0", 1_400_000))
-    r = simdev.run(
-        path,
-        f"""
+ERASE_COUNTS = """
 from ota.writer import OTA
 import json, espsim.device
 c0 = dict(espsim.device.current().flash.counts)
-with open({str(_tmp_image(V23))!r}, "rb") as f, OTA(verbose=False) as ota:
+with open({image!r}, "rb") as f, OTA(verbose={verbose}, backend="pure") as ota:
     ota.write_file(f)
 c1 = espsim.device.current().flash.counts
 print(json.dumps(dict((k, c1[k] - c0[k]) for k in c1)))
-""",
-        heap=heap,
-    )
+"""
+
+
+def _erase_counts(r) -> dict:
     assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+# 1,525,536 bytes = 23 x 64 KB + 18,208 bytes (4.4 sectors). A 64 KB buffer: 23 block erases,
+# and the tail takes a 24th (cheaper than 5 sector erases even with its 0xFF pages written);
+# a 4 KB buffer: one sector per 4 KB. Plus the otadata sector that set_boot rewrites.
+@pytest.mark.parametrize(
+    "heap,erase_64k,erase_4k", [("2M", 24, 1), ("192K", 24, 1), ("80K", 0, 374)]
+)
+def test_erase_strategy_follows_the_heap(tmp_path, heap, erase_64k, erase_4k):
+    # The buffer is 64 KB whenever a 64 KB bytearray can be allocated (192K: the heap an
+    # ESP32's can reach, the issue's case), else 4 KB, and the verbose output says so.
+    # Counts from the simulator's flash counters.
+    path = tmp_path / "flash.bin"
+    simdev.create(path, image("v1.22.0", 1_400_000))
+    code = ERASE_COUNTS.format(image=str(_tmp_image(V23)), verbose=True)
+    r = simdev.run(path, code, heap=heap)
+    c = _erase_counts(r)
+    assert (c["erase_64k"], c["erase_4k"]) == (erase_64k, erase_4k)
+    assert ("Buffer: 4096 bytes (no 64 KB block free on the heap)" in r.stdout) == (not erase_64k)
+    pages = 256 * erase_64k + 1 if erase_64k else -(-len(V23) // 256) + 1
+    assert c["program_pages"] == pages  # the tail's block: its 0xFF pages are written too
+
+
+def test_pure_falls_back_to_4k_on_memory_error(sim, tmp_path):
+    # The MemoryError path itself, under every runtime: a 64 KB bytearray fails, the update
+    # goes on with 4 KB (after a gc.collect()), and writes the same image.
+    code = (
+        "import ota._pure\n"
+        "_real = bytearray\n"
+        "def _no_64k(n=0):\n"
+        "    if n == 65536:\n"
+        "        raise MemoryError\n"
+        "    return _real(n)\n"
+        "ota._pure.bytearray = _no_64k\n"
+        "assert len(ota._pure.buffer()) == 4096 and len(ota._pure.buffer(8192)) == 8192\n"
+    ) + ERASE_COUNTS.format(image=str(_tmp_image(V23)), verbose=True)
+    r = sim.run(code)
     c = json.loads(r.stdout.strip().splitlines()[-1])
-    assert c["erase_64k"] == erase_64k
-    # 1,525,536 bytes = 372 blocks + 1824 bytes. 64 KB chunks: 23 blocks, then 4 + 1 sectors
-    # for the last 18,208 bytes; 4 KB chunks: one sector per block. Plus the otadata sector
-    # that set_boot rewrites.
-    assert c["erase_4k"] == (4 + 1 if erase_64k else 373) + 1
-    assert c["program_bytes"] == len(V23) + 32
+    assert "Buffer: 4096 bytes (no 64 KB block free on the heap): 4 KB erases" in r.stdout
+    assert (c["erase_64k"], c["erase_4k"]) == (0, 374)
+    assert sim.region("ota_1")[: len(V23)] == V23 and sim.boot_slot() == "ota_1"
 
 
 def test_bootloader_without_rollback(make_sim, tmp_path):

@@ -303,7 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=simdev.RUNTIMES,
         help="interpreter running as the firmware (default micropython)",
     )
-    s.add_argument("--heap", default="2M", help="MicroPython heap size (default 2M)")
+    s.add_argument(
+        "--heap",
+        default="2M",
+        help="MicroPython heap for the device code (default 2M; the simulator has its own)",
+    )
     s.add_argument("--cut-after", type=int, help="power cut after N flash erase/program ops")
     s.add_argument("--hosts", help="simulated LAN, e.g. nas.lan=127.0.0.1:8000")
     s.add_argument(

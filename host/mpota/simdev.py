@@ -8,6 +8,7 @@ flash images for it and starts MicroPython (or CPython) as the device's firmware
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -133,10 +134,25 @@ def env(
     return e
 
 
+# Heap the simulator keeps for itself on top of `heap` (espsim/modules/simboot.py, RESERVE):
+# on a board, what it simulates is C and off MicroPython's heap.
+SIM_RESERVE = 131072
+
+
+def heap_bytes(heap: str) -> int:
+    """`heap` as MicroPython's -X heapsize reads it: a number, K or M suffix."""
+    m = re.fullmatch(r"(\d+)([KkMm]?)", heap.strip())
+    if not m:
+        raise ValueError(f"heap size must be like 192K or 2M, not {heap!r}")
+    return int(m.group(1)) << {"": 0, "k": 10, "m": 20}[m.group(2).lower()]
+
+
 def command(runtime: str = "micropython", heap: str = "2M") -> list[str]:
-    """The interpreter that runs as the simulated device's firmware, without its script."""
+    """The interpreter that runs as the simulated device's firmware, without its script.
+    Under MicroPython the device code gets about `heap`; the simulator has its own on top."""
     if runtime.startswith("micropython"):
-        return [micropython_bin(runtime), "-X", f"heapsize={heap}"]
+        size = heap_bytes(heap) + SIM_RESERVE
+        return [micropython_bin(runtime), "-X", f"heapsize={size}"]
     return [sys.executable, "-u"]
 
 

@@ -104,6 +104,13 @@ class OTA:
         if start:
             self._print("Resuming after the first %d bytes, already written." % start)
         self._sess = be.session(self.part, running, confirm, length, start)
+        # The chunk buffer, when it is not the full 64 KB (the seed's output is kept as it is
+        # when it is): only the pure backend has one in Python.
+        if getattr(self._sess, "buffer", 65536) < 65536:
+            self._print(
+                "Buffer: %d bytes (no 64 KB block free on the heap): 4 KB erases, slower."
+                % self._sess.buffer
+            )
         self._sess.progress = self._on_progress
         self._line = False  # a progress line is open
         _set_open(self)

@@ -108,6 +108,10 @@ class Device:
         self._bounds(p, offset, n)
         return self.flash.read(p.address + offset, n)
 
+    def part_readinto(self, p, offset, buf):
+        self._bounds(p, offset, len(buf))
+        self.flash.readinto(p.address + offset, buf)
+
     def part_write(self, p, offset, data):
         self._bounds(p, offset, len(data))
         self.flash.program(p.address + offset, data)

@@ -37,9 +37,13 @@ NAMES = {
 
 class EspError(Exception):
     # Raised inside the simulator by the emulated ESP-IDF functions; esp32.Partition turns it
-    # into the OSError that MicroPython raises.
+    # into the OSError that MicroPython raises. EspError.last: the code of the latest one (read
+    # by esp32.Partition, which catches it without `as`: see its _try()).
+    last = 0
+
     def __init__(self, code, detail=""):
         super().__init__(code, detail)
+        EspError.last = code
         self.code = code
         self.detail = detail
 

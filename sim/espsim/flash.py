@@ -6,8 +6,20 @@
 # Every operation is counted by kind. A power-cut switch stops the chip after N erase/program
 # operations: the interrupted operation is left half done (the first half of its bytes erased or
 # programmed), PowerCut is raised, and every later operation raises PowerCut again.
+#
+# Under MicroPython this code runs on the device's heap, where the real flash driver is C with
+# none: readinto(), erases and programs allocate nothing (no copy of the caller's buffer, one
+# 4 KB scratch buffer reused; MicroPython's stream readinto(buf, n) and write(buf, off, n)),
+# so that the simulator leaves the heap a board would have to the code under test.
 
 from espsim import errors
+
+try:
+    import micropython  # noqa: F401 (sys is the board's, from the image: not asked here)
+
+    _MP = True
+except ImportError:
+    _MP = False
 
 SECTOR = 4096
 BLOCK = 65536
@@ -19,6 +31,21 @@ KINDS = ("erase_4k", "erase_64k", "program_pages", "program_bytes", "read_ops", 
 class PowerCut(BaseException):
     # BaseException, so that device code's `except Exception` cannot swallow a power cut.
     pass
+
+
+def _and_into(s, src, off, k):
+    # s[:k] &= src[off:off + k]
+    if _MP:  # byte by byte: allocates nothing
+        while k:
+            k -= 1
+            s[k] &= src[off + k]
+    else:
+        _and_big(s, src, off, k)
+
+
+def _and_big(s, src, off, k):
+    new = int.from_bytes(s[:k], "little") & int.from_bytes(src[off : off + k], "little")
+    s[:k] = new.to_bytes(k, "little")
 
 
 class Flash:
@@ -33,7 +60,9 @@ class Flash:
             self.counts[k] = 0
         self.cut_after = cut_after  # erase/program operations left before the power fails
         self.dead = False
-        self._ff = memoryview(b"\xff" * SECTOR)
+        self._ff = b"\xff" * SECTOR
+        self._scratch = bytearray(SECTOR)
+        self._src = None  # the data being programmed
 
     def close(self):
         if self.f:
@@ -64,9 +93,24 @@ class Flash:
         self.f.seek(addr)
         return self.f.read(length)
 
-    def _raw_write(self, addr, data):
+    def _raw_write(self, addr, data, off=0, n=-1):
+        # data[off:off + n] (n < 0: all of it) at addr, without slicing data under MicroPython
         self.f.seek(addr)
-        self.f.write(data)
+        if n < 0:
+            self.f.write(data)
+        elif _MP:
+            self.f.write(data, off, n)
+        else:
+            self.f.write(memoryview(data)[off : off + n])
+
+    def _raw_readinto(self, addr, buf, n):
+        self.f.seek(addr)
+        if _MP:
+            got = self.f.readinto(buf, n)
+        else:
+            got = self.f.readinto(memoryview(buf)[:n])
+        if got != n:
+            raise errors.EspError(errors.ESP_FAIL, "short read of the flash file")
 
     def read(self, addr, length):
         self._check_range(addr, length)
@@ -76,19 +120,34 @@ class Flash:
         self.counts["read_bytes"] += length
         return self._raw_read(addr, length)
 
+    # esp_flash_read() into the caller's buffer (its first len(buf) bytes, or n).
+    def readinto(self, addr, buf, n=-1):
+        if n < 0:
+            n = len(buf)
+        self._check_range(addr, n)
+        if self.dead:
+            raise PowerCut("flash is unpowered")
+        self.counts["read_ops"] += 1
+        self.counts["read_bytes"] += n
+        if n:
+            self._raw_readinto(addr, buf, n)
+
+    # (The functions on the erase and program paths keep their frames within MicroPython's
+    # 11 words that stay off the heap: hence the small helpers and self._src.)
     def _erase(self, addr, size, kind):
         half = self._begin_op()
         self.counts[kind] += 1
-        n = size // 2 if half else size
-        pos = addr
-        while n > 0:
-            k = min(n, SECTOR)
-            self._raw_write(pos, self._ff[:k])
-            pos += k
-            n -= k
+        self._fill_ff(addr, size // 2 if half else size)
         if half:
             self._cut(kind + " at 0x%x" % addr)
         self.f.flush()
+
+    def _fill_ff(self, addr, n):
+        while n > 0:
+            k = min(n, SECTOR)
+            self._raw_write(addr, self._ff, 0, k)
+            addr += k
+            n -= k
 
     def erase_sector(self, addr):
         self._check_range(addr, SECTOR)
@@ -115,22 +174,30 @@ class Flash:
 
     # esp_flash_write(): one page program per 256-byte page touched; NOR can only clear bits.
     def program(self, addr, data):
-        length = len(data)
-        self._check_range(addr, length)
-        if length == 0:
+        n = len(data)
+        self._check_range(addr, n)
+        if n == 0:
             return
         if self.dead:
             raise PowerCut("flash is unpowered")
-        pages = (addr + length - 1) // PAGE - addr // PAGE + 1
-        if self.cut_after is None or self.cut_after >= pages:
-            # The power holds for the whole write: program it in one go.
-            if self.cut_after is not None:
-                self.cut_after -= pages
-            self.counts["program_pages"] += pages
-            self.counts["program_bytes"] += length
-            self._program_bits(addr, data)
-            self.f.flush()
+        pages = (addr + n - 1) // PAGE - addr // PAGE + 1
+        if self.cut_after is not None and self.cut_after < pages:
+            self._program_cut(addr, data)
             return
+        # The power holds for the whole write: program it in one go.
+        if self.cut_after is not None:
+            self.cut_after -= pages
+        self.counts["program_pages"] += pages
+        self.counts["program_bytes"] += n
+        self._src = data
+        self._program_bits(addr, 0, n)
+        self._src = None
+        self.f.flush()
+
+    def _program_cut(self, addr, data):
+        # page by page, until the operation that the power fails in
+        length = len(data)
+        self._src = data
         pos = 0
         while pos < length:
             page_end = (addr + pos) // PAGE * PAGE + PAGE
@@ -140,21 +207,30 @@ class Flash:
                 n //= 2
             self.counts["program_pages"] += 1
             self.counts["program_bytes"] += n
-            self._program_bits(addr + pos, data[pos : pos + n])
+            self._program_bits(addr + pos, pos, n)
             if half:
+                self._src = None
                 self._cut("page program at 0x%x" % (addr + pos))
             pos += n
+        self._src = None
 
-    def _program_bits(self, addr, data):
-        n = len(data)
-        if n == 0:
-            return
-        old = self._raw_read(addr, n)
-        if old.count(b"\xff") == n:  # erased: programming is a plain copy
-            self._raw_write(addr, data)
-            return
-        new = int.from_bytes(old, "little") & int.from_bytes(bytes(data), "little")
-        self._raw_write(addr, new.to_bytes(n, "little"))
+    # self._src[off:off + n] onto the flash at addr: bits can only be cleared (old AND new).
+    # Through the scratch buffer, a sector at a time; an erased range (usual) is a plain copy.
+    def _program_bits(self, addr, off, n):
+        while n > 0:
+            k = min(n, SECTOR)
+            self._raw_readinto(addr, self._scratch, k)
+            if self._scratch.count(b"\xff", 0, k) != k:
+                self._and_src(off, k)
+                self._raw_write(addr, self._scratch, 0, k)
+            else:
+                self._raw_write(addr, self._src, off, k)
+            addr += k
+            off += k
+            n -= k
+
+    def _and_src(self, off, k):
+        _and_into(self._scratch, self._src, off, k)
 
     def snapshot_counts(self):
         c = {}

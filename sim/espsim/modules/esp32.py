@@ -1,10 +1,15 @@
 # The simulated device's `esp32` module: esp32.Partition as MicroPython's ports/esp32/
 # esp32_partition.c defines it, over the simulated flash ($ESPSIM_FLASH).
 # ESP-IDF failures are raised as OSError(-esp_err, "ESP_ERR_NAME"), as check_esp_err() does.
+#
+# On the chip, Partition's methods are C: a read, write or erase allocates nothing on
+# MicroPython's heap. Here they run on that heap, so they are written to allocate nothing per
+# call either (the caller's buffer is never copied; the flash's scratch buffer is reused):
+# tests/test_simulator.py fails if a per-call allocation comes back.
 
 import os
 
-from espsim import device, errors, idf, parttable
+from espsim import device, errors, heap, idf, parttable
 
 _NATIVE_BLOCK = 4096
 _ENOENT = 2
@@ -42,21 +47,15 @@ _NO = object()  # "argument not given" in _idf()
 _result = None
 
 
-def _locked():
-    try:
-        bytearray(0)
-        return False
-    except MemoryError:
-        return True
-
-
 def _unlock():
-    # Returns the heap lock depth that was lifted (0: not locked). Allocates nothing.
-    n = 0
-    if _heap_lock is not None:
-        while _locked():
-            _heap_unlock()
-            n += 1
+    # Returns the heap lock depth that was lifted (0: not locked). Allocates nothing:
+    # heap_unlock() returns the depth left, so lock once more and unlock to read it.
+    if _heap_lock is None:
+        return 0
+    _heap_lock()
+    n = _heap_unlock()
+    for _ in range(n):
+        _heap_unlock()
     return n
 
 
@@ -70,6 +69,7 @@ def _idf(fn, a=_NO, b=_NO, c=_NO, d=_NO):
     # fn(dev, a, b, c, d) as simulated ESP-IDF code: EspError -> OSError as check_esp_err().
     global _result
     n = _unlock()
+    lent = heap.lend()  # ESP-IDF's own heap (espsim/heap.py)
     err = 0
     try:
         if a is _NO:
@@ -85,6 +85,8 @@ def _idf(fn, a=_NO, b=_NO, c=_NO, d=_NO):
     except errors.EspError as e:
         err = e.code
     finally:
+        if lent:
+            heap.back()
         _relock(n)
     if err:
         if n:
@@ -102,29 +104,65 @@ def _find_label(dev, label):
     return part
 
 
-def _readblocks(dev, self, block_num, buf, offset):
-    _trace("readblocks", self._part.label, self._bs, block_num, len(buf), offset)
-    data = dev.part_read(self._part, block_num * self._bs + offset, len(buf))
-    buf[: len(data)] = data
+# readblocks, writeblocks and ioctl(BLOCK_ERASE) run for every chunk of an update. Besides not
+# copying buffers, their Python frames must stay small: MicroPython puts a frame of more than 11
+# words (locals + value stack + 3 per active try) on the heap (py/objfun.c,
+# VM_MAX_STATE_ON_STACK). So the arguments travel in the Partition object (self._blk, _buf,
+# _off: attributes made in _init, so storing them allocates nothing), and _run() is the one try.
+# _trace is called only when tracing: its *args tuple is an allocation.
+def _try(self):
+    # self._fn(self); the esp_err_t it raised, else 0. (`except ... as e` would put this frame
+    # on the heap: it adds a try/finally that clears e.)
+    try:
+        self._fn(self)
+    except errors.EspError:
+        return errors.EspError.last
+    except BaseException:  # a power cut, a bad argument: the heap lock is put back
+        _relock(self._locks)
+        self._buf = None
+        raise
+    return 0
 
 
-def _writeblocks(dev, self, block_num, buf, offset):
-    _trace("writeblocks", self._part.label, self._bs, block_num, len(buf), offset)
-    addr = block_num * self._bs
-    buf = memoryview(buf)
-    if offset is None:
+def _run(fn, self):
+    # fn(self) as simulated ESP-IDF code, with the heap lock lifted: EspError -> OSError.
+    self._fn = fn
+    self._locks = n = _unlock()
+    err = _try(self)
+    _relock(n)
+    self._buf = None  # not kept: the caller's buffer
+    if err:
+        if n:
+            raise OSError()
+        raise errors.oserror(err)
+
+
+def _readblocks(self):
+    if _TRACE:
+        _trace("readblocks", self._part.label, self._bs, self._blk, len(self._buf), self._off)
+    addr = self._blk * self._bs + self._off
+    _dev().part_readinto(self._part, addr, self._buf)
+
+
+def _writeblocks(self):
+    if _TRACE:
+        _trace("writeblocks", self._part.label, self._bs, self._blk, len(self._buf), self._off)
+    dev = _dev()
+    addr = self._blk * self._bs
+    if self._off is None:
         if self._bs >= _NATIVE_BLOCK:
-            dev.part_erase(self._part, addr, len(buf))
+            dev.part_erase(self._part, addr, len(self._buf))
         else:
-            self._erase_small(dev, addr, len(buf))
+            self._erase_small(dev, addr, len(self._buf))
     else:
-        addr += offset
-    dev.part_write(self._part, addr, buf)
+        addr += self._off
+    dev.part_write(self._part, addr, self._buf)
 
 
-def _erase_block(dev, self, arg):
-    _trace("ioctl", self._part.label, self._bs, 6, arg)
-    dev.part_erase(self._part, arg * _NATIVE_BLOCK, _NATIVE_BLOCK)
+def _erase_block(self):
+    if _TRACE:
+        _trace("ioctl", self._part.label, self._bs, 6, self._blk)
+    _dev().part_erase(self._part, self._blk * _NATIVE_BLOCK, _NATIVE_BLOCK)
 
 
 def _set_boot(dev, self):
@@ -156,6 +194,11 @@ class Partition:
         self._part = part
         self._bs = block_size & 0xFFFF  # uint16_t in the C object
         self._cache = None
+        self._fn = None  # the call in progress and its arguments (see _run)
+        self._locks = 0
+        self._blk = 0
+        self._buf = None
+        self._off = None
 
     @classmethod
     def _new(cls, part, block_size=_NATIVE_BLOCK):
@@ -187,10 +230,12 @@ class Partition:
         return self._part.info()
 
     def readblocks(self, block_num, buf, offset=0):
-        _idf(_readblocks, self, block_num, buf, offset)
+        self._blk, self._buf, self._off = block_num, buf, offset
+        _run(_readblocks, self)
 
     def writeblocks(self, block_num, buf, offset=None):
-        _idf(_writeblocks, self, block_num, buf, offset)
+        self._blk, self._buf, self._off = block_num, buf, offset
+        _run(_writeblocks, self)
 
     def _erase_small(self, dev, offset, n):
         # block_size < 4096: read-modify-erase each 4 KB sector, through a cache
@@ -219,7 +264,8 @@ class Partition:
         if op == 6:  # BLOCK_ERASE
             if self._bs != _NATIVE_BLOCK:
                 return -_EINVAL
-            _idf(_erase_block, self, arg)
+            self._blk = arg
+            _run(_erase_block, self)
             return 0
         return None
 

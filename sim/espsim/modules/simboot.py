@@ -10,14 +10,43 @@
 #   reboot" and the process ends with SOFT_RESET so that the PC runs boot.py again;
 #   machine.reset() (a machine.HardReset) ends the process after the simulated bootloader ran.
 
+#
+# The heap: on a board, the esp32 module, the flash driver and ESP-IDF are C and take nothing from
+# MicroPython's heap; here they are Python on the unix port's one fixed heap. `mpota sim run
+# --heap H` therefore starts MicroPython with H + RESERVE (simdev.command()), and this module
+# loads the simulated chip first and then holds what is left of RESERVE in one block, so that
+# the device code has about H for itself (less the GC's tables for RESERVE, ~3%), in one
+# fixed area. (The esp32 port's heap is not fixed: it starts at 56 KB on an ESP32 and adds an
+# area from ESP-IDF's heap when an allocation fails, MICROPY_GC_SPLIT_HEAP_AUTO; H stands for
+# what it can reach.)
+
 import sys
 
 SOFT_RESET = 75  # exit status of a process that ended with a soft reset
+RESERVE = 131072  # bytes of heap for the simulator itself (as in mpota/simdev.py)
+
+
+def _reserve():
+    import gc
+
+    from espsim import heap
+
+    try:
+        import esp32  # noqa: F401
+        from espsim import device
+
+        device.current()
+    except Exception:  # noqa: BLE001 - no flash here: the device code will say so
+        pass
+    gc.collect()
+    heap.hold(RESERVE - gc.mem_alloc())
+
 
 if sys.implementation.name == "micropython":
     import espsim_sys
 
     sys.modules["sys"] = espsim_sys
+    _reserve()
 
 
 def _print_exc(e):

@@ -57,3 +57,24 @@ def _bufferedwriter():
 
 _identity()
 _bufferedwriter()
+
+
+# $ESPSIM_RECV_MAX=N: at most N bytes per read from a TCP socket (see mp/socket.py).
+def _recv_max():
+    import os
+
+    n = int(os.getenv("ESPSIM_RECV_MAX") or 0)
+    if not n:
+        return
+
+    class _Socket(socket.socket):
+        def recv_into(self, buf, nbytes=0, flags=0):
+            return super().recv_into(buf, min(nbytes or len(buf), n), flags)
+
+        def recv(self, bufsize, flags=0):
+            return super().recv(min(bufsize, n), flags)
+
+    socket.socket = _Socket
+
+
+_recv_max()
