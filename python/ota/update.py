@@ -12,7 +12,6 @@
 # policy ota/policy.py; state files ota/state.py; the signed form ota/manifest.py.
 
 import gc
-import os
 
 from . import download, http, manifest
 from .writer import OTA as _Writer
@@ -20,15 +19,6 @@ from .writer import reboot as _reboot
 
 _STATE = "ota_resume.json"
 _DEADLINE = 900  # seconds for a whole from_file()/from_json() call, retries included
-_PUBKEY = "ota_pubkey.pem"
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
 
 
 def _running():
@@ -48,12 +38,13 @@ def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **k
     """Write the image at url (http, https or a file path) to the next OTA partition.
 
     Keywords: backend, progress(bytes, length), compression ("zlib", "gzip"), compressed_sha,
-    compressed_length, version (expected in the image), allow_downgrade, ca (CA certificate
-    for https), retries (3), backoff (1 s, doubling), resume (True), state (the resume file,
-    "ota_resume.json"), timeout (30 s: each wait on the network), deadline (900 s: the whole
-    call, retries included; None: no limit); and requests.get()'s: headers (a dict), auth
-    ((user, password), HTTP basic auth), stream and parse_headers (accepted: the download always
-    streams).
+    compressed_length, version (expected in the image), allow_downgrade, force (install a
+    build this device rolled back from, skip the version checks), ca (CA certificate for
+    https), retries (3), backoff (1 s, doubling), resume (True), state (the resume file,
+    "ota_resume.json" at the filesystem's root), timeout (30 s: each wait on the network),
+    deadline (900 s: the whole call, retries included; None: no limit); and requests.get()'s:
+    headers (a dict), auth ((user, password), HTTP basic auth), stream and parse_headers
+    (accepted: the download always streams).
     """
     opts = {
         "backend": None,
@@ -63,6 +54,7 @@ def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **k
         "compressed_length": 0,
         "version": None,
         "allow_downgrade": False,
+        "force": False,
         "ca": None,
         "retries": 3,
         "backoff": 1,
@@ -86,7 +78,9 @@ def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **k
         print("Opening firmware file %s..." % url)
     from . import identity, policy
 
-    pol = opts["policy"] = policy.Policy(opts["version"], opts["allow_downgrade"], opts["backend"])
+    pol = opts["policy"] = policy.Policy(
+        opts["version"], opts["allow_downgrade"], opts["backend"], opts["force"]
+    )
     if verbose:
         print("Replacing %s." % identity.name(pol.running))
     pol.check_declared()
@@ -100,25 +94,36 @@ load_json = manifest.load  # v0.3's name
 
 
 def from_json(
-    url, verify=True, verbose=True, reboot=True, pubkey=None, allow_downgrade=False, ca=None, **kw
+    url,
+    verify=True,
+    verbose=True,
+    reboot=True,
+    pubkey=None,
+    allow_downgrade=False,
+    ca=None,
+    force=False,
+    **kw,
 ):
+    """Install the image a JSON manifest at url names (see from_file() for the keywords).
+
+    pubkey: the manifest's public key (PEM text or bytes, DER bytes); None: /ota_pubkey.pem at
+    the filesystem's root if it exists. force=True installs a build this device rolled back from
+    and skips the manifest's expiry and sequence and the version checks (never the signature).
+    """
+    from . import trust
+
     if verbose:
         print("Opening json file %s..." % url)
     # One deadline for the manifest and the image.
     kw["_until"] = download.deadline(kw.pop("deadline", _DEADLINE))
+    der = trust.key(pubkey)  # a configured key that cannot be used stops here
     m = manifest.load(
         url, ca, kw.get("timeout", 30), kw.get("headers"), kw.get("auth"), kw.get("_until")
     )
     if not isinstance(m, dict) or not all(k in m for k in ("firmware", "sha", "length")):
         print('OTA json must include "firmware", "sha" and "length" keys.')
         raise ValueError('The manifest has no "firmware", "sha" and "length".')
-    if pubkey is None and _exists(_PUBKEY):
-        with open(_PUBKEY) as f:
-            pubkey = f.read()
-    if pubkey:
-        manifest.check(m, pubkey)
-        if verbose:
-            print("Manifest signature: valid.")
+    seq = trust.check(m, der, allow_downgrade, force, verbose)
     chip = m.get("chip")
     if chip:
         from . import _image
@@ -134,21 +139,29 @@ def from_json(
         fw = http.join(url, fw)  # a path is on the manifest's server, never a local file
     elif "://" not in fw and not fw.startswith("/"):
         fw = url.rsplit("/", 1)[0] + "/" + fw if "/" in url else fw
-    return from_file(
+    result = from_file(
         fw,
         m["sha"],
         m["length"],
         verify,
         verbose,
-        reboot,
+        False,
         compression=m.get("compression"),
         compressed_sha=m.get("compressed_sha", ""),
         compressed_length=m.get("compressed_length", 0),
         version=m.get("version"),
         allow_downgrade=allow_downgrade,
+        force=force,
         ca=ca,
         **kw,
     )
+    if seq is not None:  # the image is the boot partition: remember its sequence
+        from . import history
+
+        history.set_sequence(seq)
+    if reboot:
+        _reboot(10 if reboot is True else int(reboot))
+    return result
 
 
 # The original project's (glenn20/micropython-esp32-ota v0.3) ota.update.OTA, with its argument
