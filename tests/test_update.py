@@ -210,6 +210,7 @@ c1 = espsim.device.current().flash.counts
 print(json.dumps(dict((k, c1[k] - c0[k]) for k in c1)))
 """,
         heap=heap,
+        cwd=tmp_path,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     c = json.loads(r.stdout.strip().splitlines()[-1])
