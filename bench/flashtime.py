@@ -123,7 +123,7 @@ def run_strategy(
     code = DEVICE.format(
         kinds=KINDS, image=str(img), length=length if known else 0, backend=backend
     )
-    r = simdev.run(flash, code, runtime, heap=heap, timeout=600)
+    r = simdev.run(flash, code, runtime, heap=heap, timeout=600, cwd=work)
     if r.returncode != 0:
         raise RuntimeError(f"{runtime} update failed:\n{r.stdout}{r.stderr}")
     return json.loads(r.stdout.strip().splitlines()[-1])
