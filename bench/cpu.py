@@ -143,12 +143,13 @@ f = open({image!r}, "rb")
 """
 
 
-def callgrind(cmd: list[str], out: Path, env=None) -> Path:
+def callgrind(cmd: list[str], out: Path, env=None, cwd=None) -> Path:
     r = subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd],
         capture_output=True,
         text=True,
         env=env,
+        cwd=cwd,
     )
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed under valgrind:\n{r.stdout}{r.stderr}")
@@ -248,8 +249,10 @@ def pure(work: Path, length: int, heap: str) -> dict:
         script = work / f"{name}.py"
         script.write_text("import simboot\n" + code)
         e = dict(env, ESPSIM_TRACE=str(trace)) if record else env
-        out = callgrind(mp + [str(script)], work / f"{name}.out", e)
-        printed = subprocess.run(mp + [str(script)], env=env, capture_output=True, text=True)
+        out = callgrind(mp + [str(script)], work / f"{name}.out", e, cwd=work)
+        printed = subprocess.run(
+            mp + [str(script)], env=env, capture_output=True, text=True, cwd=work
+        )
         alloc = re.search(r"alloc (\d+)", printed.stdout)
         return total(out), int(alloc.group(1)) if alloc else 0
 
@@ -259,6 +262,7 @@ def pure(work: Path, length: int, heap: str) -> dict:
         mp + ["-c", "import simboot\n" + full_code],
         env=dict(env, ESPSIM_TRACE=str(trace)),
         check=True,
+        cwd=work,
     )
     chunk = max(
         int(line.split()[4])

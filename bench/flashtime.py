@@ -177,6 +177,7 @@ def _device(work: Path, name: str, image: bytes, chip: str = "esp32") -> tuple[P
 
 
 def _run(flash: Path, code: str, runtime: str, heap: str = "2M", **kw) -> str:
+    kw.setdefault("cwd", flash.parent)  # the device's state files stay in its work directory
     r = simdev.run(flash, code, runtime, heap=heap, timeout=900, **kw)
     if r.returncode != 0:
         raise RuntimeError(f"{runtime} failed:\n{r.stdout}{r.stderr}")
@@ -213,7 +214,7 @@ def run_http(work, image, runtime, heap, backend, read_size, base) -> dict:
 def run_steady(work, image, runtime, heap, backend) -> dict:
     flash, img = _device(work, "steady", image)
     prep = FROM_FILE.format(image=str(img), length=len(image), backend=backend)
-    simdev.run(flash, prep + "import machine\nmachine.reset()\n", runtime, heap=heap)
+    simdev.run(flash, prep + "import machine\nmachine.reset()\n", runtime, heap=heap, cwd=work)
     _run(flash, "import ota\nota.stop_rollback()\n", runtime, heap)
     code = FROM_FILE.format(image=str(img), length=len(image), backend=backend)
     return _counts(_run(flash, COUNTS.format(kinds=KINDS) + code + REPORT, runtime, heap))
@@ -236,7 +237,9 @@ def run_original(work, image, checkout: Path) -> dict:
     """glenn20/micropython-esp32-ota's own code (its mip/ota package) on the simulator."""
     flash, img = _device(work, "original", image)
     code = COUNTS.format(kinds=KINDS) + ORIGINAL.format(image=str(img)) + REPORT
-    r = simdev.run(flash, code, "micropython", heap="2M", timeout=900, extra_path=[checkout])
+    r = simdev.run(
+        flash, code, "micropython", heap="2M", timeout=900, extra_path=[checkout], cwd=work
+    )
     if r.returncode != 0:
         raise RuntimeError(f"the original project's code failed:\n{r.stdout}{r.stderr}")
     return _counts(r.stdout)

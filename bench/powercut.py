@@ -47,6 +47,9 @@ class Rig:
     def __init__(self, work: Path):
         self.path = work / "flash.bin"
         os.environ["ESPSIM_FLASH"] = str(self.path)
+        from ota import state
+
+        state.ROOT = str(work)  # the board's filesystem: its state files (ota/state.py)
         simdev.create(self.path, images.app_image("v1.22.0", size=600_032))
         self.lib = None
         try:

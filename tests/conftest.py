@@ -88,6 +88,9 @@ class Sim:
         self.out = ""
 
     def run(self, code: str, ok: bool = True, **kw):
+        # The board's filesystem (where ota keeps its state files): the test's directory.
+        if kw.get("cwd") is None:
+            kw["cwd"] = self.path.parent
         r = simdev.run(self.path, textwrap.dedent(code), self.runtime, **kw)
         self.out = r.stdout + r.stderr
         if ok and r.returncode != 0:

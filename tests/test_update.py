@@ -221,7 +221,7 @@ def test_erase_strategy_follows_the_heap(tmp_path, heap, erase_64k, erase_4k):
     path = tmp_path / "flash.bin"
     simdev.create(path, image("v1.22.0", 1_400_000))
     code = ERASE_COUNTS.format(image=str(_tmp_image(V23)), verbose=True)
-    r = simdev.run(path, code, heap=heap)
+    r = simdev.run(path, code, heap=heap, cwd=tmp_path)
     c = _erase_counts(r)
     assert (c["erase_64k"], c["erase_4k"]) == (erase_64k, erase_4k)
     assert ("Buffer: 4096 bytes (no 64 KB block free on the heap)" in r.stdout) == (not erase_64k)

@@ -77,6 +77,15 @@ def _chip_rev(s: str) -> int:
         raise argparse.ArgumentTypeError(f"not a chip revision: {s!r} (e.g. v0.4)") from None
 
 
+def _expires(s: str) -> str:
+    from .manifest import check_expires
+
+    try:
+        return check_expires(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cmd_sim_create(a) -> int:
     if a.firmware:
         fw = Path(a.firmware).read_bytes()
@@ -168,7 +177,7 @@ def cmd_demo(a) -> int:
 def cmd_manifest(a) -> int:
     from . import manifest
 
-    m = manifest.make(a.image, a.out_dir, a.compress, a.url, a.version)
+    m = manifest.make(a.image, a.out_dir, a.compress, a.url, a.version, a.expires, a.sequence)
     if a.key:
         m = manifest.sign(m, Path(a.key).read_bytes())
     out = a.output or str(Path(a.out_dir or Path(a.image).parent) / "manifest.json")
@@ -176,6 +185,8 @@ def cmd_manifest(a) -> int:
     print(
         f"{out}: {m['project']} {m['version']} for {m['chip']}, {m['length']} bytes"
         + (f", {m['compression']} {m['compressed_length']} bytes" if a.compress else "")
+        + (f", sequence {a.sequence}" if a.sequence is not None else "")
+        + (f", expires {a.expires}" if a.expires else "")
         + (", signed" if a.key else "")
     )
     return 0
@@ -353,6 +364,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--key", help="sign with this private key (PEM)")
     s.add_argument(
         "--version", help="the version to declare (default: the image's, from its banner)"
+    )
+    s.add_argument(
+        "--expires",
+        type=_expires,
+        help="UTC time (YYYY-MM-DDTHH:MM:SSZ) from which devices refuse this manifest",
+    )
+    s.add_argument(
+        "--sequence",
+        type=int,
+        help="release number: devices refuse a manifest whose sequence is not above the "
+        "highest they installed",
     )
     s.set_defaults(fn=cmd_manifest)
 

@@ -83,6 +83,22 @@ def canonical(m: dict) -> bytes:
     return b"".join(lines)
 
 
+def check_expires(t: str) -> str:
+    """The manifest's "expires": UTC as YYYY-MM-DDTHH:MM:SSZ (the only form the device reads)."""
+    import datetime
+
+    if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", t or ""):
+        raise ValueError(f"expires must be UTC as YYYY-MM-DDTHH:MM:SSZ, not {t!r}")
+    datetime.datetime.strptime(t, "%Y-%m-%dT%H:%M:%SZ")  # a real date and time
+    return t
+
+
+def check_sequence(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"sequence must be an integer >= 0, not {n!r}")
+    return n
+
+
 def chip_of(image: bytes) -> str:
     chip_id = int.from_bytes(image[12:14], "little")
     for name, rom in CHIP_DEFS.items():
@@ -131,16 +147,23 @@ def make(
     compression: str | None = None,
     url: str | None = None,
     version: str | None = None,
+    expires: str | None = None,
+    sequence: int | None = None,
 ) -> dict:
     """A manifest for `image` (its version: `version`, else the image's own: the app
-    description's, else MicroPython's banner); with `compression` ("zlib" or "gzip") the
-    compressed file is written next to it (or in out_dir) and the manifest names it. sha and
-    length always describe the image itself, compressed_sha and compressed_length the file
-    served."""
+    description's, else MicroPython's banner); `expires` (UTC, YYYY-MM-DDTHH:MM:SSZ) and
+    `sequence` (an integer that grows with each release) guard against replay; with
+    `compression` ("zlib" or "gzip") the compressed file is written next to it (or in out_dir)
+    and the manifest names it. sha and length always describe the image itself,
+    compressed_sha and compressed_length the file served."""
     image = Path(image)
     m = describe_image(image)
     if version:
         m["version"] = version
+    if expires is not None:
+        m["expires"] = check_expires(expires)
+    if sequence is not None:
+        m["sequence"] = check_sequence(sequence)
     out = Path(out_dir) if out_dir else image.parent
     name = image.name
     if compression:

@@ -44,8 +44,9 @@ def entries():
     return out
 
 
-# The ota state of an OTA app partition (given by its info() tuple), or None if otadata has none.
-def state(info):
+# (seq, state) of the otadata record of an OTA app partition (given by its info() tuple), or
+# None if otadata has none: the rule of esp_ota_get_state_partition().
+def record(info):
     ents = entries()
     count = 0
     while Partition.find(Partition.TYPE_APP, 0x10 + count):
@@ -54,5 +55,11 @@ def state(info):
         return None
     for seq, st, ok in ents:
         if ((seq - 1) & 0xFFFFFFFF) % count == info[1] - 0x10 and ok:
-            return st
+            return (seq, st)
     return None
+
+
+# The ota state of an OTA app partition (given by its info() tuple), or None if otadata has none.
+def state(info):
+    r = record(info)
+    return r[1] if r else None

@@ -1,5 +1,6 @@
-# OTA manifests: {"firmware", "sha", "length"} (the original project's), optionally "version",
-# "chip", "project", "compression", "compressed_sha", "compressed_length" and "signature".
+# OTA manifests: load() reads one (bounded), check() verifies its signature. A manifest is
+# {"firmware", "sha", "length"} (the original project's), optionally "version", "chip",
+# "project", "compression", "compressed_sha", "compressed_length" and "signature".
 # A signature is ECDSA P-256 over SHA-256 of the manifest's canonical form, base64 of its DER
 # encoding. mpota sign makes it on the PC; verification uses the native module's mbedtls when
 # the firmware has it.
@@ -118,3 +119,60 @@ def check(m, key):
     digest = hashlib.sha256(canonical(m)).digest()
     if not _verify(key_der(key), digest, sig):
         raise ValueError("The manifest's signature does not match the public key: refused.")
+
+
+# A manifest is small: one that is larger than this is refused without reading it whole.
+_MAX_JSON = 16384
+
+
+def _not_json(url, head):
+    hint = " (an ESP32 app image? from_file() takes those)" if head[:1] == b"\xe9" else ""
+    return ValueError(
+        "The manifest at %s is not a JSON object: it starts with %r%s." % (url, head[:16], hint)
+    )
+
+
+# Read at most _MAX_JSON bytes of a manifest (a URL or a file) and parse it. The first bytes must
+# open a JSON object, and a Content-Length (or file size) above the limit is refused before the
+# body is read.
+def load(url, ca=None, timeout=30, headers=None, auth=None, deadline=None):
+    big = "The manifest at %s is larger than %d bytes: refused (a manifest is a small JSON file)."
+    if "://" in url:
+        from . import http
+
+        f = http.get(url, 0, ca, timeout, headers, auth, deadline)
+        size = f.length
+    else:
+        f = open(url, "rb")
+        import os
+
+        size = os.stat(url)[6]
+    try:
+        if size > _MAX_JSON:
+            raise ValueError(big % (url, _MAX_JSON))
+        buf = bytearray(_MAX_JSON + 1)
+        mv = memoryview(buf)
+        got = 0
+        checked = False
+        while got < len(buf):
+            n = f.readinto(mv[got:])
+            if not n:
+                break
+            got += n
+            if not checked:
+                head = bytes(mv[:got]).lstrip()
+                if head[:1] not in (b"", b"{"):
+                    raise _not_json(url, head)
+                checked = bool(head)
+    finally:
+        f.close()
+    if got > _MAX_JSON:
+        raise ValueError(big % (url, _MAX_JSON))
+    if not checked:
+        raise ValueError("The manifest at %s is empty." % url)
+    try:
+        import json
+
+        return json.loads(bytes(mv[:got]))
+    except ValueError:
+        raise ValueError("The manifest at %s is not valid JSON." % url)

@@ -7,15 +7,19 @@
 #   running firmware's, unless allow_downgrade=True; the image's own version (its
 #   esp_app_desc_t.version when set, else the MicroPython banner found while it streams in)
 #   must not be older than the declared one, and not older than the running firmware's unless
-#   allow_downgrade=True. A refusal mid-stream aborts: the boot partition stays as it was.
+#   allow_downgrade=True;
+# - a build this device rolled back from (ota/history.py) is refused before anything is erased,
+#   unless force=True (which also allows what allow_downgrade=True allows).
+# A refusal mid-stream aborts: the boot partition stays as it was.
 
 from . import identity, version
 
 
 class Policy:
-    def __init__(self, declared=None, allow_downgrade=False, backend=None):
+    def __init__(self, declared=None, allow_downgrade=False, backend=None, force=False):
         self.declared = declared
-        self.allow = allow_downgrade
+        self.allow = allow_downgrade or force
+        self.force = force
         self.running = identity.running(backend)
 
     def _cur(self):
@@ -46,6 +50,11 @@ class Policy:
     # The first 288 bytes of the new image (desc: _image.describe() of them), before any erase.
     def check_head(self, head, desc):
         build = identity.build_id(head)
+        if build and not self.force:
+            from . import history, trust
+
+            if history.rolled_back(build):
+                raise ValueError(trust.rolled_back_message(build))
         if build and self.running and build == self.running["build"] and not self.allow:
             raise ValueError(
                 "This image is the build already running (app_elf_sha256 %s...): nothing to "

@@ -76,6 +76,9 @@ def _describe(be, part, running):
 def slots(backend=None):
     # [(label, state name, (version, project, date, time, idf_ver, build) or None, running,
     #   boot)]
+    from . import history
+
+    history.notice()  # a slot that rolled back is remembered (ota/history.py)
     be = _backend.get(backend)
     running = Partition(Partition.RUNNING).info()[2]
     try:

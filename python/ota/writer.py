@@ -100,6 +100,11 @@ class OTA:
                 "The running firmware ('%s') is not confirmed yet: it will be marked valid "
                 "before the new image is written." % running.info()[4]
             )
+        if not start:
+            # Before the slot's old image is erased: was it a trial that rolled back?
+            from . import history
+
+            history.notice()
         self.start = start
         if start:
             self._print("Resuming after the first %d bytes, already written." % start)
@@ -222,6 +227,9 @@ class OTA:
             self.abort()
             raise
         _set_open(None)
+        from . import history
+
+        history.booted(self.part)  # so that a rollback from it is known later
         name = self.part.info()[4]
         self._print("OTA Partition '%s' updated successfully." % name)
         self._print("Micropython will be loaded from '%s' on next hard reboot." % name)

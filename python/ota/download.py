@@ -1,0 +1,319 @@
+# ota.download: one image from a URL (or a file) into the spare OTA partition, for
+# ota.update.from_file(). The image streams from the connection into the writer through one
+# buffer, never whole into RAM. After a dropped connection (or an exception, or a reboot) the
+# download goes on from the last 4 KB boundary written, with an HTTP Range request, from the
+# offset kept in a state file (ota/state.py); the final SHA-256 covers every byte. Compressed
+# images are inflated on the fly and cut off as soon as they pass compressed_length. The
+# image's identity is checked against the policy (ota/policy.py) before anything is erased.
+
+import binascii
+import gc
+import io
+import time
+
+from . import http, state
+from .writer import OTA as _Writer
+
+
+def _ms():
+    return time.ticks_ms() if hasattr(time, "ticks_ms") else int(time.time() * 1000)
+
+
+# The time.ticks_ms() value (CPython: time.time() * 1000) `seconds` from now; None for None.
+def deadline(seconds):
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ValueError("deadline must be a number of seconds > 0, or None, not %r" % (seconds,))
+    if hasattr(time, "ticks_add"):
+        return time.ticks_add(time.ticks_ms(), int(seconds * 1000))
+    return time.time() * 1000 + seconds * 1000
+
+
+def _running():
+    from esp32 import Partition
+
+    return Partition(Partition.RUNNING)
+
+
+class _Tap(io.IOBase):
+    # Counts and hashes the bytes read through it (the compressed transfer), and refuses them
+    # as soon as they pass `limit` (the manifest's compressed_length), so that a server cannot
+    # stream on for ever.
+    def __init__(self, stream, limit=0):
+        import hashlib
+
+        self.s = stream
+        self.n = 0
+        self.h = hashlib.sha256()
+        self.limit = limit
+
+    def readinto(self, buf):
+        n = self.s.readinto(buf)
+        if n:
+            self.n += n
+            if self.limit and self.n > self.limit:
+                raise ValueError(
+                    "Received more than %d compressed bytes (compressed_length): refused."
+                    % self.limit
+                )
+            self.h.update(memoryview(buf)[:n])
+        return n
+
+
+class Download:
+    def __init__(self, url, sha, length, opts):
+        self.url = url
+        self.sha = sha
+        self.length = length
+        self.o = opts  # from_file()'s keyword arguments
+        self.state = opts["state"] if opts["resume"] and sha else None
+        self.ota = None
+        # When the whole call must end (see _deadline()).
+        self.deadline = opts["_until"] or deadline(opts["deadline"])
+        self.t0 = 0
+        self.first = 0
+        self.saved = 0
+        self.line = False  # a progress line is open
+        self.scan = None  # bytes of the stream in which to look for the banner
+
+    def say(self, *args, **kw):
+        if self.o["verbose"]:
+            if self.line:
+                print()
+                self.line = False
+            print(*args, **kw)
+
+    def _progress(self, n, total):
+        if self.o["progress"]:
+            self.o["progress"](n, total)
+        if self.o["verbose"]:
+            dt = max(1, _ms() - self.t0)
+            rate = (n - self.first) * 1000 // dt // 1024
+            pct = " %3d%%" % (n * 100 // total) if total else ""
+            print("\r%s %d KB %d KB/s   " % (pct, n // 1024, rate), end="")
+            self.line = True
+        if self.state and n - self.saved >= 65536:
+            self.saved = n
+            self._save(n)
+
+    def _save(self, n):
+        state.write(
+            self.state,
+            {
+                "url": self.url,
+                "sha": self.sha,
+                "length": self.length,
+                "slot": self.ota.part.info()[4],
+                "offset": n // 4096 * 4096,
+            },
+        )
+
+    def _resume_offset(self):
+        st = state.read(self.state) if self.state else None
+        if not st or (st.get("url"), st.get("sha"), st.get("length")) != (
+            self.url,
+            self.sha,
+            self.length,
+        ):
+            return 0
+        from .writer import next_partition
+
+        if st.get("slot") != next_partition(_running()).info()[4]:
+            return 0
+        off = st.get("offset", 0)
+        if self.o["compression"] or not isinstance(off, int) or off < 0 or off % 4096:
+            return 0
+        # At least the image's last byte is asked for again: a Range starting at its length
+        # gets HTTP 416, and the writer needs a byte to finish on.
+        return min(off, (self.length - 1) // 4096 * 4096) if self.length else 0
+
+    def _open(self, start):
+        if "://" not in self.url:
+            f = open(self.url, "rb")
+            if start:
+                f.seek(start)
+            return f, start
+        o = self.o
+        try:
+            r = http.get(
+                self.url, start, o["ca"], o["timeout"], o["headers"], o["auth"], self.deadline
+            )
+        except http.HTTPError as e:
+            if not start or e.status != 416:
+                raise
+            # Range not satisfiable: the file on the server is not what was saved; start over.
+            self.say("The server cannot resume at byte %d (HTTP 416): restarting." % start)
+            return None, -1
+        # Without a Content-Length, a connection closed before these bytes is a dropped
+        # download (retried), not the end of the file.
+        r.expect = (o["compressed_length"] if o["compression"] else self.length) - start
+        if start and r.start != start:
+            self.say("The server ignored the Range request: restarting from byte 0.")
+            return r, 0
+        return r, r.start
+
+    # The image's identity against the policy (ota/policy.py), before anything is erased; the
+    # MicroPython banner is looked for as the image streams in (limit: its first segment).
+    def _check_image(self, head, start=0):
+        from . import _image, identity
+
+        desc = _image.describe(head[32:])
+        if not desc:
+            return None  # no app description: the writer refuses such an image in its words
+        self.o["policy"].check_head(head, desc)
+        if desc[0]:
+            return None
+        limit = identity.first_segment(head) + 32 - max(start, len(head))
+        if start:
+            found = identity.scan_partition(self.ota.part, start)
+            if found:
+                self.o["policy"].banner(found)
+                return None
+        return limit if limit > 0 else None
+
+    # The first 288 bytes (header, segment header, esp_app_desc_t), checked; the writer gets them.
+    def _head(self, stream):
+        from . import _image
+        from ._backend import read_count
+
+        head = bytearray(_image.HEAD)
+        got = 0
+        mv = memoryview(head)
+        while got < len(head):
+            n = read_count(stream.readinto(mv[got:]), len(head) - got)
+            if not n:
+                break
+            got += n
+        self.scan = self._check_image(mv) if got == len(head) else None
+        return mv[:got]
+
+    def _writer(self, start):
+        args = (
+            self.sha,
+            self.length,
+            self.o["verify"],
+            self.o["verbose"],
+            False,
+            self.o["backend"],
+            self._progress,
+        )
+        try:
+            return _Writer(*args, start=start)
+        except OSError as e:
+            if not start or e.args[0] != 95:  # EOPNOTSUPP: esp_ota_resume() is missing
+                raise
+            self.say(
+                "This firmware cannot resume an update (that needs ESP-IDF v5.3.3, v5.4.2 "
+                "or v5.5): starting again from byte 0."
+            )
+            return _Writer(*args)
+
+    def _attempt(self, start):
+        self.ota = self._writer(start)
+        start = self.ota.start
+        stream, got = self._open(start)
+        if got < 0:  # HTTP 416
+            self.ota.abort()
+            self.ota = self._writer(0)
+            stream, got = self._open(0)
+            start = 0
+        if got != start:  # the server sent the whole file
+            self.ota.abort()
+            self.ota = self._writer(0)
+            start = 0
+        tap = None
+        try:
+            body = stream
+            if self.o["compression"]:
+                import deflate
+
+                tap = body = _Tap(stream, self.o["compressed_length"])
+                fmt = {"zlib": deflate.ZLIB, "gzip": deflate.GZIP, "deflate": deflate.RAW}
+                body = deflate.DeflateIO(body, fmt[self.o["compression"]])
+            self.first = start
+            self.saved = start
+            self.t0 = _ms()
+            if start:
+                self.say("Resumed at byte %d." % start)
+                from . import _image
+
+                head = bytearray(_image.HEAD)
+                self.ota.part.readblocks(0, head)
+                self.scan = self._check_image(head, start)
+            else:
+                self.ota.write(self._head(body))
+            if self.scan:
+                from . import identity
+
+                body = identity.Tap(body, self.scan, self.o["policy"].banner)
+            self.ota.write_file(body)
+            self.say("", end="")
+            if tap and self.o["compressed_length"] and tap.n != self.o["compressed_length"]:
+                raise ValueError(
+                    "Received %d compressed bytes (expect %d)."
+                    % (tap.n, self.o["compressed_length"])
+                )
+            if tap and self.o["compressed_sha"]:
+                got = binascii.hexlify(tap.h.digest()).decode()
+                if got != self.o["compressed_sha"]:
+                    raise ValueError(
+                        "Compressed SHA mismatch recv=%s expect=%s."
+                        % (got, self.o["compressed_sha"])
+                    )
+            return self.ota.close()
+        except EOFError:
+            raise ValueError("The compressed image is truncated or corrupted.")
+        finally:
+            stream.close()
+
+    def run(self):
+        start = self._resume_offset()
+        tries = 0
+        while True:
+            try:
+                result = self._attempt(start)
+                if self.state:
+                    state.forget(self.state)
+                return result
+            except http.NetError as e:
+                # Network trouble: go on from what is on flash, unless the server said no.
+                if self.ota:
+                    self.ota.abort()
+                status = e.status
+                if (
+                    (status and status < 500)
+                    or tries >= self.o["retries"]
+                    or "://" not in self.url
+                    or http._late(self.deadline)
+                ):
+                    self.say("", end="")
+                    # What is on flash stays usable: the next call resumes from there.
+                    if self.state and self.ota and self.ota.flashed >= 4096:
+                        self._save(self.ota.flashed)
+                    raise
+                tries += 1
+                start = (
+                    0 if self.o["compression"] or not self.ota else self.ota.flashed // 4096 * 4096
+                )
+                if self.state and self.ota and start:
+                    self._save(start)
+                self.say(
+                    "%s: retrying from byte %d (%d of %d)." % (e, start, tries, self.o["retries"])
+                )
+                self.ota = None
+                gc.collect()
+                time.sleep(min(self.o["backoff"] * 2 ** (tries - 1), 30))
+            except Exception:
+                # Bad input: the partial image is of no use to a later attempt.
+                self.say("", end="")
+                if self.ota:
+                    self.ota.abort()
+                if self.state:
+                    state.forget(self.state)
+                raise
+            except BaseException:
+                # Ctrl-C or a system exit: close the writer (what is on flash stays resumable).
+                if self.ota:
+                    self.ota.abort()
+                raise
