@@ -90,7 +90,7 @@ CHIPS = {
              (0x3C7E4, 0x3A2C, 0x16F00, 0xF8C6C), (0, 99)),
         Chip("esp32c2", "ESP32C2 module", "ESP32C2", "ESP32_GENERIC_C2",
              0x40380000, 0x6E0000, None, True, [],
-             (0x2E9A8, 0x11D4, 0xE3E8, 0xCB5F0), (100, 199)),
+             (0x2E9A8, 0x11D4, 0xE3E8, 0xCB5F0), (100, 299)),
         Chip("esp32c3", "ESP32C3 module", "ESP32C3", "ESP32_GENERIC_C3",
              0x40380000, 0x700000, None, True,
              [(0x50000000, 0x14), (0x5000081C, 0x20)],
