@@ -143,3 +143,110 @@ for m in ({json.dumps(signed)}, {json.dumps(tampered)}, {json.dumps(MANIFESTS[0]
         "The manifest is not signed, and a public key is configured: refused.",
     ]
     assert base64.b64decode(signed["signature"])[0] == 0x30  # DER
+
+
+def _fuzz_cases(n=300):
+    """Malformed signatures and keys, from one valid (key, digest, signature): byte flips,
+    truncations and extensions, DER length and integer-encoding tricks, r or s out of range,
+    and keys with the wrong prefix, a point off the curve, a compressed point, extra bytes."""
+    rng = random.Random(2026)
+    key = ec.generate_private_key(ec.SECP256R1())
+    pub = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    comp = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+    )
+    msg = b"mpota-manifest-2\n"
+    sig = key.sign(msg, ec.ECDSA(hashes.SHA256()))
+    digest = hashlib.sha256(msg).digest()
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    r, s = decode_dss_signature(sig)
+    n_ = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+    def der_int(v, pad=0):
+        b = v.to_bytes((v.bit_length() + 8) // 8 or 1, "big", signed=False)
+        b = b"\x00" * pad + b
+        return b"\x02" + bytes([len(b)]) + b
+
+    def der_sig(a, b, extra=b""):
+        body = a + b
+        return b"\x30" + bytes([len(body)]) + body + extra
+
+    cases = [(pub, digest, sig)]
+    sigs = [
+        der_sig(der_int(r, 1), der_int(s)),  # non-minimal integer
+        der_sig(der_int(r), der_int(s), b"\x00"),  # trailing byte
+        der_sig(der_int(r), der_int(n_ - s)),  # high S (valid ECDSA, malleable)
+        der_sig(der_int(r + n_), der_int(s)),  # r >= n
+        der_sig(der_int(0), der_int(s)),
+        der_sig(der_int(r), der_int(0)),
+        b"\x30\x81" + bytes([len(sig) - 2]) + sig[2:],  # long-form length
+        b"\x02" + sig[1:],  # not a SEQUENCE
+        sig[:2] + b"\x02\x00" + sig[2:],  # empty INTEGER first
+        der_sig(b"\x02\x20" + r.to_bytes(32, "big"), der_int(s)),  # no sign byte
+        der_sig(der_int(r, 2), der_int(s, 3)),  # 34 and more bytes, zero-padded
+        der_sig(b"\x02\x81" + bytes([len(der_int(r)) - 2]) + der_int(r)[2:], der_int(s)),
+    ]
+    cases += [(pub, digest, x) for x in sigs]
+    keys = [
+        pub[:-1],
+        pub + b"\x00",
+        pub[:26] + b"\x05" + pub[27:],  # point format byte 5
+        pub[:-1] + bytes([pub[-1] ^ 1]),  # off the curve
+        pub[:23] + bytes([len(comp) + 1]) + b"\x00" + comp,  # compressed point, as is
+        b"\x30" + pub[1:20] + b"\x07" + pub[21:],  # a different OID byte
+    ]
+    cases += [(k, digest, sig) for k in keys]
+    for _ in range(n):
+        kind = rng.randrange(4)
+        if kind == 0:  # flip a byte of the signature
+            b = bytearray(sig)
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+            cases.append((pub, digest, bytes(b)))
+        elif kind == 1:  # cut or extend the signature
+            cut = rng.randrange(len(sig) + 8)
+            cases.append((pub, digest, (sig + rng.randbytes(8))[:cut]))
+        elif kind == 2:  # flip a byte of the key
+            b = bytearray(pub)
+            b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
+            cases.append((bytes(b), digest, sig))
+        else:  # random bytes in the DER shape
+            body = rng.randbytes(rng.randrange(0, 80))
+            cases.append((pub, digest, b"\x30" + bytes([len(body)]) + body))
+    return cases
+
+
+FUZZ = """
+import binascii, json
+from ota import _ecdsa
+import _ota
+def run(f, k, d, s):
+    try:
+        return bool(f(k, d, s))
+    except ValueError:
+        return "ValueError"
+cases = [[binascii.unhexlify(x) for x in c] for c in json.load(open("cases.json"))]
+print(json.dumps([run(_ecdsa.verify, k, d, s) for k, d, s in cases]))
+print(json.dumps([run(_ota.verify_signature, k, d, s) for k, d, s in cases]))
+"""
+
+
+def test_pure_and_mbedtls_verifiers_agree_on_every_input(tmp_path, native_lib):
+    # A differential fuzz: the pure-Python verifier (stock firmware) and mbedtls (the native
+    # module) must give the same answer, accept or refuse, for every malformed input.
+    from conftest import image
+    from mpota import simdev
+
+    cases = _fuzz_cases()
+    (tmp_path / "cases.json").write_text(json.dumps([[x.hex() for x in c] for c in cases]))
+    simdev.create(tmp_path / "flash.bin", image("v1.22.0", 300_032))
+    r = simdev.run(tmp_path / "flash.bin", FUZZ, "cpython-native", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    pure, native = (json.loads(line) for line in r.stdout.splitlines()[-2:])
+    assert len(pure) == len(native) == len(cases)
+    differ = [(i, pure[i], native[i]) for i in range(len(cases)) if pure[i] != native[i]]
+    assert not differ, differ[:10]
+    assert pure[0] is True  # the genuine signature verifies
+    assert pure.count(False) + pure.count("ValueError") > len(cases) // 2

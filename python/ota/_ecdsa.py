@@ -73,22 +73,38 @@ def point(key):
     return x, y
 
 
+# A DER length at b[i] (short form, or long form in 1 to 4 bytes): (length, index after it).
+def _der_len(b, i):
+    n = b[i]
+    if n < 0x80:
+        return n, i + 1
+    k = n & 0x7F
+    if k == 0 or k > 4:
+        raise ValueError
+    return int.from_bytes(b[i + 1 : i + 1 + k], "big"), i + 1 + k
+
+
 def _der_int(b, i):
     if b[i] != 2:
         raise ValueError
-    n = b[i + 1]
-    if n == 0 or n > 33 or (b[i + 2] & 0x80):
+    n, i = _der_len(b, i + 1)
+    if n == 0 or i + n > len(b):
         raise ValueError
-    return int.from_bytes(b[i + 2 : i + 2 + n], "big"), i + 2 + n
+    return int.from_bytes(b[i : i + n], "big"), i + n
 
 
-# (r, s) from a DER ECDSA-Sig-Value, or None if it is not one.
+# (r, s) from an ECDSA-Sig-Value, or None if it is not one. Read as mbedtls reads it (the
+# native module's verifier), so that both agree on every input: lengths in short or long form,
+# integers as unsigned big-endian numbers of any length (the range check comes after).
 def signature(sig):
     b = bytes(sig)
     try:
-        if len(b) < 8 or b[0] != 0x30 or b[1] != len(b) - 2:
+        if len(b) < 8 or b[0] != 0x30:
             return None
-        r, i = _der_int(b, 2)
+        n, i = _der_len(b, 1)
+        if i + n != len(b):
+            return None
+        r, i = _der_int(b, i)
         s, i = _der_int(b, i)
         return (r, s) if i == len(b) else None
     except (ValueError, IndexError):
