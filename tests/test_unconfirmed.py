@@ -89,14 +89,21 @@ def _other_chip(www):
     return "Image is for ESP32-S3 (chip id 9), but this device is ESP32 (chip id 0)."
 
 
-@pytest.mark.parametrize("serve", [_older_in_app_description, _other_chip])
+def _older_manifest(www):
+    (www / "micropython.bin").write_bytes(image("v1.21.0", 200_016))
+    write_manifest(www)  # version v1.21.0: refused before the image is requested
+    return "The manifest version v1.21.0 is older than the running firmware's v1.23.0"
+
+
+@pytest.mark.parametrize("serve", [_older_in_app_description, _other_chip, _older_manifest])
 def test_refused_at_the_header_checks_stays_unconfirmed(sim, pending, site, tmp_path, serve):
     www, server, base = site
     error = serve(www)
     before = sim.flash()
     result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
     assert result.startswith("ValueError " + error), out
-    assert "is not confirmed yet" in out  # the writer was about to confirm it...
+    # The writer was about to confirm it (not yet started for a refused manifest)...
+    assert ("is not confirmed yet" in out) == (serve is not _older_manifest)
     assert sim.flash() == before  # ...but the image was refused before the first erase
     assert sim.state("ota_1") == otadata.PENDING_VERIFY
     sim.power_on()
@@ -166,3 +173,20 @@ def test_refused_after_the_first_erase_leaves_it_confirmed(sim, pending, site, t
         sim.power_on()
         assert sim.running() == "ota_1"  # no rollback either: it stays on the running firmware
     assert not (tmp_path / "ota_resume.json").exists()
+
+
+def test_banner_in_the_first_buffer(sim, pending, site, tmp_path):
+    # The banner 24 KB into the image: the pure backend finds it while its first 64 KB buffer
+    # fills, before the first erase; the native one has started writing after 288 bytes.
+    www, server, base = site
+    old = image("v1.21.0", 200_016)
+    assert old.find(b"MicroPython v1.21.0") < 65536
+    (www / "micropython.bin").write_bytes(old)
+    write_manifest(www, version="v1.25.0")
+    before = sim.flash()
+    result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    assert result.startswith("ValueError The image is version v1.21.0 (its MicroPython banner)")
+    if sim.backend == "pure":
+        assert sim.flash() == before and sim.state("ota_1") == otadata.PENDING_VERIFY
+    else:
+        assert sim.state("ota_1") == otadata.VALID and sim.region("ota_0")[:288] == old[:288]
