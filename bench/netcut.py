@@ -142,7 +142,7 @@ def site(work: Path):
 
 
 def cut_points(total: int, stride: int) -> list[int]:
-    """Every stride-th operation, and always the first two and the last four (the image's last
+    """Every stride-th operation, and always the first two and the last six (the image's last
     pages and the otadata erase and program that switch the boot slot); stride 0: a sample of
     four (the first, the middle, and the otadata erase and program)."""
     if stride == 0:
