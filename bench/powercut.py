@@ -10,7 +10,14 @@ Also: each otadata sector corrupted, both corrupted, rollback after an unconfirm
 confirm then reboot twice. Runs in-process under CPython: the device code is the same ota
 package; the native backend is the C core and host backend through ctypes.
 
-  python bench/powercut.py [--size 262176] [--seed-stride 61] [--quick]
+Then the network path (bench/netcut.py): a cut at every --net-stride-th flash operation of an
+`ota.update.from_json()` update served over HTTP on 127.0.0.1 (plain, zlib, resumed; an image
+whose length is a multiple of 64 KiB and one that is not), under MicroPython (pure backend) and
+CPython with the native backend, each followed by power-on and the same call again until it
+succeeds.
+
+  python bench/powercut.py [--size 262176] [--seed-stride 61] [--net-stride 29] [--net-all]
+                           [--quick]
 """
 
 from __future__ import annotations
@@ -31,11 +38,14 @@ sys.path[:0] = [
     str(ROOT / "sim"),
     str(ROOT / "python"),
     str(ROOT / "host"),
+    str(ROOT),
 ]
 
 from espsim import bootloader, device  # noqa: E402
 from espsim.flash import PowerCut  # noqa: E402
 from mpota import images, simdev  # noqa: E402
+
+from bench import netcut  # noqa: E402
 
 SLOTS = {"ota_0": (0x10000, 0x180000), "ota_1": (0x190000, 0x180000)}
 OTADATA = (0xD000, 0x2000)
@@ -241,7 +251,20 @@ def main(argv=None) -> int:
         default=61,
         help="cut every N-th operation of the seed's 1,525,536-byte image (0: skip)",
     )
-    p.add_argument("--quick", action="store_true", help="every 25th operation only")
+    p.add_argument(
+        "--net-stride",
+        type=int,
+        default=29,
+        help="network path: cut every N-th flash operation of from_json() (0: skip)",
+    )
+    p.add_argument(
+        "--net-all", action="store_true", help="network path: cut at every flash operation"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="every 25th operation only; network path: 3 cut points per case",
+    )
     a = p.parse_args(argv)
     if not (ROOT / "build" / "c" / "libota_host.so").exists():
         raise SystemExit("build the host library first: make -C tests/c")
@@ -264,6 +287,11 @@ def main(argv=None) -> int:
                 runs.append(campaign(rig, seed, backend, a.seed_stride, False))
         rig.restore(fresh)
         scen = scenarios(rig, small)
+        net_stride = 1 if a.net_all else (0 if a.quick else a.net_stride)
+        net = []
+        if a.quick or net_stride:
+            (work / "net").mkdir()
+            net = netcut.run(work / "net", net_stride)
     finally:
         shutil.rmtree(work)
     print(
@@ -282,13 +310,18 @@ def main(argv=None) -> int:
     print("|---|---|---|")
     for name, got, want in scen:
         print(f"| {name} | {got} | {want}{'' if got == want else '  FAIL'} |")
-    tried = sum(r["tried"] for r in runs)
+    if net:
+        print()
+        print(netcut.table(net))
+        for r in net:
+            for note in r["notes"]:
+                print(f"{r['runtime']} {r['kind']} {r['size']}: {note}")
+    tried = sum(r["tried"] for r in runs) + sum(r["tried"] for r in net)
+    bricks = sum(r["bricks"] for r in runs) + sum(r["bricked"] for r in net)
     bad = sum(r["bricks"] + r["wrong_boot"] + r["collateral"] for r in runs)
     bad += sum(got != want for _, got, want in scen)
-    print(
-        f"\n{tried} cut points tried, {sum(r['bricks'] for r in runs)} bricks, "
-        f"{bad} failures in all"
-    )
+    bad += sum(r["failed"] for r in net)
+    print(f"\n{tried} cut points tried, {bricks} bricks, {bad} failures in all")
     return 1 if bad else 0
 
 

@@ -57,10 +57,32 @@ def test_user_paths_and_end_to_end():
 
 
 def test_power_cut_campaign_quick(capsys):
+    # --quick: the network path with 4 cut points per case (the first operation, the middle,
+    # the otadata erase and program), each then powered on and called again until it succeeds.
     assert powercut.main(["--quick", "--seed-stride", "0", "--size", "131104"]) == 0
     out = capsys.readouterr().out
     assert "0 bricks, 0 failures in all" in out
     assert out.count("| pure |") == 2 and out.count("| native |") == 2
+    net = [line.split("|") for line in out.splitlines() if line.startswith("| micropython (")]
+    net += [line.split("|") for line in out.splitlines() if line.startswith("| cpython-native (")]
+    assert len(net) == 2 * 3 * 2  # runtimes x (plain, zlib, resumed) x (64 KiB multiple, not)
+    assert {(r[2].strip(), r[3].strip()) for r in net} == {
+        (kind, size) for kind in ("plain", "zlib", "resumed") for size in ("196,608", "229,392")
+    }
+    for r in net:
+        tried, bricked, stuck, wrong, calls, uncut = (c.strip() for c in r[5:11])
+        assert tried == "4" and bricked == stuck == wrong == "0", r
+        assert int(calls.split(" / ")[0]) >= 1 or uncut == "4", r
+
+
+def test_network_power_cut_finds_a_stuck_device(tmp_path, monkeypatch):
+    # The campaign can fail: with a call that never succeeds after a cut, every cut point is
+    # reported stuck.
+    monkeypatch.setattr(powercut.netcut, "MAX_CALLS", 0)
+    rows = powercut.netcut.run(
+        tmp_path, 0, runtimes=("micropython",), kinds=("plain",), sizes=(196_608,)
+    )
+    assert rows[0]["tried"] == 4 and rows[0]["stuck"] == 4 and rows[0]["failed"] == 4
 
 
 @pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind is not installed")
