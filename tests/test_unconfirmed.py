@@ -162,7 +162,10 @@ def test_refused_after_the_first_erase_leaves_it_confirmed(sim, pending, site, t
     slot = sim.region("ota_0")
     assert slot[:288] == served[:288]  # the previous firmware is gone
     if written:
-        assert slot[:written] == served[:written]  # every refused byte is on flash
+        # Every refused byte is on flash: the pure backend writes its last piece before the
+        # SHA-256 is compared, the native core its whole 4 KB pieces (a tail stays unwritten).
+        n = written if sim.backend == "pure" else written // 4096 * 4096
+        assert slot[:n] == served[:n]
     else:
         assert slot[-65536:] == pending[-65536:]  # half-written: the old tail is still there
     rows, force = slots(sim, tmp_path, force=True)
