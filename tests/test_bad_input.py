@@ -386,3 +386,34 @@ def test_readback_catches_a_byte_gone_bad_on_flash(sim, tmp_path):
     assert sim.boot_slot() == "ota_0"
     sim.power_on()
     assert sim.running() == "ota_0"
+
+
+def test_a_valid_image_refused_by_its_sha_can_never_boot(sim, tmp_path):
+    # The image is a good app, but not the one the caller vouched for (its SHA-256 differs):
+    # refused, and its first sector erased, so that no set_boot() or rollback can start it.
+    (tmp_path / "image.bin").write_bytes(GOOD)
+    r = sim.run(
+        """
+import esp32
+from ota.writer import OTA
+try:
+    with open("image.bin", "rb") as f, OTA(sha="ab" * 32, verbose=False) as ota:
+        ota.write_file(f)
+except ValueError as e:
+    print("REFUSED", e)
+try:
+    esp32.Partition("ota_1").set_boot()
+    print("BOOTABLE")
+except OSError as e:
+    print("NOT BOOTABLE", e.args[0])
+""",
+        cwd=tmp_path,
+    )
+    assert "REFUSED SHA mismatch recv=" + sha256(GOOD) in r.stdout, sim.out
+    assert "NOT BOOTABLE -5379" in r.stdout, sim.out
+    assert sim.region("ota_1")[:4096] == b"\xff" * 4096
+    assert (
+        sim.region("ota_1")[4096 : len(GOOD) // 4096 * 4096]
+        == GOOD[4096 : len(GOOD) // 4096 * 4096]
+    )
+    assert sim.boot_slot() == "ota_0"

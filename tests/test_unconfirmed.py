@@ -114,7 +114,8 @@ def test_refused_at_the_header_checks_stays_unconfirmed(sim, pending, site, tmp_
 # (the pure backend leaves the old one, VALID; ESP-IDF v5.5's esp_ota_begin() erases it) and
 # the version status() finds there.
 SHOWN = {
-    "_bad_sha": {"pure": ("VALID", "v1.24.0"), "native": ("-", "v1.24.0")},
+    # A whole image refused by its SHA-256: its first sector erased, no app there any more.
+    "_bad_sha": {"pure": ("VALID", "None"), "native": ("-", "None")},
     "_broken_zlib": {"pure": ("VALID", "v1.24.0"), "native": ("-", "v1.24.0")},
     # Refused before its banner was written: on the pure backend the rest of the slot still
     # holds the previous firmware's bytes, banner included, so status() names that firmware;
@@ -160,13 +161,16 @@ def test_refused_after_the_first_erase_leaves_it_confirmed(sim, pending, site, t
     assert "is not confirmed yet" in out
     assert sim.state("ota_1") == otadata.VALID  # confirmed before the first erase
     slot = sim.region("ota_0")
-    assert slot[:288] == served[:288]  # the previous firmware is gone
     if written:
-        # Every refused byte is on flash: the pure backend writes its last piece before the
-        # SHA-256 is compared, the native core its whole 4 KB pieces (a tail stays unwritten).
+        # A whole image refused by its SHA-256 could still be a valid app: its first sector is
+        # erased, so that no rollback or set_boot() can start it. The rest of the refused bytes
+        # are on flash (the pure backend writes its last piece before the SHA-256 is compared,
+        # the native core its whole 4 KB pieces: a tail stays unwritten).
+        assert slot[:4096] == b"\xff" * 4096
         n = written if sim.backend == "pure" else written // 4096 * 4096
-        assert slot[:n] == served[:n]
+        assert slot[4096:n] == served[4096:n]
     else:
+        assert slot[:288] == served[:288]  # the previous firmware is gone
         assert slot[-65536:] == pending[-65536:]  # half-written: the old tail is still there
     rows, force = slots(sim, tmp_path, force=True)
     assert rows["ota_0"] == SHOWN[serve.__name__][sim.backend] + (False, False)

@@ -204,13 +204,17 @@ class OTA:
             if self._sha and sha != self._sha:
                 raise ValueError("SHA mismatch recv=%s expect=%s." % (sha, self._sha))
         except ValueError:
-            self.abort()
+            self._refuse(n)
             raise
         if self._verify:
             self._print("Verifying %d blocks + %d bytes..." % divmod(n, 4096), end="")
             self._line = self._verbose
         try:
             s.finish(self._verify)
+        except ValueError:
+            self._end_line()
+            self._refuse(n)
+            raise
         except BaseException:
             self._end_line()
             self.abort()
@@ -240,6 +244,14 @@ class OTA:
         if self._reboot:
             reboot(10 if self._reboot is True else int(self._reboot))
         return self._result
+
+    # A refused image (wrong length or SHA-256, flash that does not hold it) may still be a
+    # valid app, which a later rollback or set_boot() of the spare slot would start: its first
+    # sector is erased, so that nothing but a checked image can ever boot from there.
+    def _refuse(self, n):
+        self.abort()
+        if n:
+            self.part.ioctl(6, 0)  # BLOCK_ERASE of the image's first 4 KB
 
     # Give up: the boot partition stays as it was.
     def abort(self):
