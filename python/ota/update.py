@@ -124,6 +124,9 @@ class _Download:
         self.saved = 0
         self.line = False  # a progress line is open
         self.scan = None  # bytes of the stream in which to look for the banner
+        # MPZ1 transfers (ota/delta.py): the header, once read and checked against the manifest
+        self.hdr = None
+        self.mpz = opts["compression"] == "mpz"
 
     def say(self, *args, **kw):
         if self.o["verbose"]:
@@ -146,16 +149,29 @@ class _Download:
             self._save(n)
 
     def _save(self, n):
-        _write_state(
-            self.state,
-            {
-                "url": self.url,
-                "sha": self.sha,
-                "length": self.length,
-                "slot": self.ota.part.info()[4],
-                "offset": n // 4096 * 4096,
-            },
-        )
+        st = {
+            "url": self.url,
+            "sha": self.sha,
+            "length": self.length,
+            "slot": self.ota.part.info()[4],
+            "offset": n // 4096 * 4096,
+        }
+        if self.mpz:
+            # An MPZ1 transfer resumes at a checkpoint: the last one on flash, and the header
+            # that lists them (checked against header_sha again when it is read back).
+            if not self.hdr:
+                return
+            cp = self.hdr.before(n)
+            st["offset"] = cp[1] if cp else 0
+            st["header"] = binascii.hexlify(self.hdr.raw).decode()
+        _write_state(self.state, st)
+
+    # Where a new attempt starts after `flashed` bytes reached the flash.
+    def _restart_at(self, flashed):
+        if self.mpz:
+            cp = self.hdr.before(flashed) if self.hdr else None
+            return cp[1] if cp else 0
+        return 0 if self.o["compression"] else flashed // 4096 * 4096
 
     def _resume_offset(self):
         st = _read_state(self.state) if self.state else None
@@ -170,12 +186,27 @@ class _Download:
         if st.get("slot") != next_partition(_running()).info()[4]:
             return 0
         off = st.get("offset", 0)
+        if self.mpz and off:
+            from . import delta
+
+            try:
+                t = self.o["transport"]
+                self.hdr = delta.Header(
+                    binascii.unhexlify(st.get("header", "")), t["header_sha"], self.length
+                )
+                self.hdr.at(off)
+                self.hdr.raw = binascii.unhexlify(st["header"])
+            except (ValueError, TypeError, KeyError):
+                self.hdr = None
+                return 0
+            return off
         if self.o["compression"] or not isinstance(off, int) or off < 0 or off % 4096:
             return 0
         # At least the image's last byte is asked for again: a Range starting at its length
         # gets HTTP 416, and the writer needs a byte to finish on.
         return min(off, (self.length - 1) // 4096 * 4096) if self.length else 0
 
+    # The file from byte `start` (an MPZ1 transfer: the checkpoint's offset in the file).
     def _open(self, start):
         if "://" not in self.url:
             f = open(self.url, "rb")
@@ -259,20 +290,25 @@ class _Download:
     def _attempt(self, start):
         self.ota = self._writer(start)
         start = self.ota.start
-        stream, got = self._open(start)
+        at = start
+        if self.mpz and start:
+            at = self.hdr.at(start)[0]
+        stream, got = self._open(at)
         if got < 0:  # HTTP 416
             self.ota.abort()
             self.ota = self._writer(0)
             stream, got = self._open(0)
-            start = 0
-        if got != start:  # the server sent the whole file
+            start = at = 0
+        if got != at:  # the server sent the whole file
             self.ota.abort()
             self.ota = self._writer(0)
-            start = 0
+            start = at = 0
         tap = None
         try:
             body = stream
-            if self.o["compression"]:
+            if self.mpz:
+                tap, body = self._mpz(stream, start, at)
+            elif self.o["compression"]:
                 import deflate
 
                 tap = body = _Tap(stream, self.o["compressed_length"])
@@ -296,12 +332,14 @@ class _Download:
                 body = identity.Tap(body, self.scan, self.o["policy"].banner)
             self.ota.write_file(body)
             self.say("", end="")
-            if tap and self.o["compressed_length"] and tap.n != self.o["compressed_length"]:
+            if self.mpz:
+                self._mpz_end(tap, body, at)
+            elif tap and self.o["compressed_length"] and tap.n != self.o["compressed_length"]:
                 raise ValueError(
                     "Received %d compressed bytes (expect %d)."
                     % (tap.n, self.o["compressed_length"])
                 )
-            if tap and self.o["compressed_sha"]:
+            if tap and self.o["compressed_sha"] and not at:
                 got = binascii.hexlify(tap.h.digest()).decode()
                 if got != self.o["compressed_sha"]:
                     raise ValueError(
@@ -313,6 +351,47 @@ class _Download:
             raise ValueError("The compressed image is truncated or corrupted.")
         finally:
             stream.close()
+
+    # An MPZ1 transfer (ota/delta.py) read from file offset `at`: its header first when at is 0,
+    # then the raw deflate stream, from the checkpoint for output byte `start`; for a patch, the
+    # applier over the running partition. Returns (tap, body).
+    def _mpz(self, stream, start, at):
+        from . import delta
+
+        t = self.o["transport"]
+        tap = _Tap(stream, self.o["compressed_length"])
+        tap.n = at
+        if not at:
+            raw = bytearray(t["header_length"])
+            mv = memoryview(raw)
+            got = 0
+            while got < len(raw):
+                n = tap.readinto(mv[got:])
+                if not n:
+                    raise ValueError("The transfer ends inside its header.")
+                got += n
+            self.hdr = delta.Header(raw, t["header_sha"], self.length)
+            self.hdr.raw = raw
+        h = self.hdr
+        if h.kind != t["kind"]:
+            raise ValueError("The transfer holds another kind of data than the manifest says.")
+        body = delta.Inflate(tap, h.wbits)
+        if h.kind == delta.KIND_PATCH:
+            cp = h.at(start) if start else None
+            body = delta.Patch(body, _running(), t["from_length"], self.length, cp)
+        return tap, body
+
+    def _mpz_end(self, tap, body, at):
+        one = bytearray(1)
+        if body.readinto(one):
+            raise ValueError("The transfer holds more than the image.")
+        while tap.readinto(one):
+            pass
+        want = self.o["compressed_length"]
+        if want and tap.n != want:
+            raise ValueError("Received %d compressed bytes (expect %d)." % (tap.n, want))
+        if at:
+            self.say("Resumed at a checkpoint: the image's SHA-256 covers every byte.")
 
     def run(self):
         start = self._resume_offset()
@@ -340,9 +419,7 @@ class _Download:
                         self._save(self.ota.flashed)
                     raise
                 tries += 1
-                start = (
-                    0 if self.o["compression"] or not self.ota else self.ota.flashed // 4096 * 4096
-                )
+                start = self._restart_at(self.ota.flashed) if self.ota else 0
                 if self.state and self.ota and start:
                     self._save(start)
                 self.say(
@@ -383,6 +460,7 @@ def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **k
         "compression": None,
         "compressed_sha": "",
         "compressed_length": 0,
+        "transport": None,  # compression "mpz": the manifest's header_length, header_sha, ...
         "version": None,
         "allow_downgrade": False,
         "ca": None,
@@ -501,25 +579,85 @@ def from_json(
     fw = m["firmware"]
     if not isinstance(fw, str) or not fw:
         raise ValueError('The manifest\'s "firmware" must name the image: %r' % (fw,))
+    args = (m["sha"], m["length"], verify, verbose, False)
+    kw["version"] = m.get("version")
+    kw["allow_downgrade"] = allow_downgrade
+    kw["ca"] = ca
+    result = None
+    if kw.pop("delta", True) and m.get("patches"):
+        result = _from_patch(url, m, args, kw)
+    if not result:
+        result = from_file(
+            _join(url, fw),
+            *args,
+            compression=m.get("compression"),
+            compressed_sha=m.get("compressed_sha", ""),
+            compressed_length=m.get("compressed_length", 0),
+            transport=_transport(m, 0) if m.get("compression") == "mpz" else None,
+            **kw,
+        )
+    if reboot:
+        _reboot(10 if reboot is True else int(reboot))
+    return result
+
+
+# A file the manifest at url names: on the manifest's server (never a local file), or beside a
+# local manifest.
+def _join(url, fw):
     if "://" in url:
-        fw = http.join(url, fw)  # a path is on the manifest's server, never a local file
-    elif "://" not in fw and not fw.startswith("/"):
-        fw = url.rsplit("/", 1)[0] + "/" + fw if "/" in url else fw
-    return from_file(
-        fw,
-        m["sha"],
-        m["length"],
-        verify,
-        verbose,
-        reboot,
-        compression=m.get("compression"),
-        compressed_sha=m.get("compressed_sha", ""),
-        compressed_length=m.get("compressed_length", 0),
-        version=m.get("version"),
-        allow_downgrade=allow_downgrade,
-        ca=ca,
-        **kw,
-    )
+        return http.join(url, fw)
+    if "://" not in fw and not fw.startswith("/"):
+        return url.rsplit("/", 1)[0] + "/" + fw if "/" in url else fw
+    return fw
+
+
+# The MPZ1 transport fields of a manifest entry (the full image's, or a patch's).
+def _transport(e, kind):
+    t = {"kind": kind}
+    for k in ("header_length", "header_sha", "from_length"):
+        if k in e:
+            t[k] = e[k]
+    if not isinstance(t.get("header_length"), int) or not isinstance(t.get("header_sha"), str):
+        raise ValueError("The manifest's MPZ1 transfer has no header_length and header_sha.")
+    return t
+
+
+# Update through the patch made from the running firmware (ota/delta.py), if the manifest has
+# one: the running build id and the running slot's bytes must match the patch's source, checked
+# before anything is erased. Returns from_file()'s result, or None (said why) for the full image.
+def _from_patch(url, m, args, kw):
+    from . import delta, identity
+
+    verbose = args[3]
+    running = _running()
+    head = bytearray(288)
+    running.readblocks(0, head)
+    p, why = delta.pick(m["patches"], running, identity.build_id(head))
+    if not p:
+        if verbose:
+            print("No patch applies (%s): downloading the full image." % why)
+        return None
+    try:
+        f = p.get("file")
+        if not isinstance(f, str) or not f:
+            raise ValueError('The manifest\'s patch has no "file".')
+        if verbose:
+            print("Applying the patch from build %s (%s)." % (p["build"][:8], f))
+        return from_file(
+            _join(url, f),
+            *args,
+            compression="mpz",
+            compressed_sha=p.get("sha", ""),
+            compressed_length=p.get("length", 0),
+            transport=_transport(p, delta.KIND_PATCH),
+            **kw,
+        )
+    except (ValueError, EOFError, http.HTTPError) as e:
+        if isinstance(e, http.HTTPError) and e.status >= 500:
+            raise
+        if verbose:
+            print("The patch failed (%s): going on with the full image." % e)
+        return None
 
 
 # The original project's (glenn20/micropython-esp32-ota v0.3) ota.update.OTA, with its argument
