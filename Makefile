@@ -40,6 +40,7 @@ bench: setup native
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/flashtime.py --chart bench/flashtime.png
 	$(BIN)/python bench/cpu.py
+	$(BIN)/python bench/delta.py
 
 # A power cut at every flash operation of an update, for each backend.
 powercut: setup native

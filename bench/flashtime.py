@@ -409,7 +409,10 @@ def end_to_end(rows: list[dict], image: bytes) -> str:
                 f"{dl + fp:.1f} / {dl + fn:.1f} |"
             )
     if PATCH_SIZE is None:
-        out.append("| patched | - | (delta updates: not yet in this tree) | | |")
+        out.append(
+            "| patched | - | (patches: [Delta updates](#delta-updates-patches-that-resume), "
+            "bench/delta.py) | | |"
+        )
     return "\n".join(out)
 
 

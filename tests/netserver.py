@@ -1,6 +1,6 @@
 """mpota's Range-capable HTTP server, with faults to inject for the network tests: drop the
 connection after n body bytes, ignore Range, answer with an error status, each for a number of
-requests; plus a log of the requests (path, Range header)."""
+requests; plus a log of the requests (path, Range header) and the body bytes sent per path."""
 
 import socket
 import ssl
@@ -42,6 +42,7 @@ class FaultyHandler(serve.RangeRequestHandler):
                     break
                 self.wfile.write(chunk)
                 sent += len(chunk)
+                srv.sent[self.path] = srv.sent.get(self.path, 0) + len(chunk)
             if limit is not None:
                 self.wfile.flush()
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -61,4 +62,5 @@ def start(directory, tls=None):
     server = serve.start(directory, handler=FaultyHandler, tls=ctx)
     server.faults = {}
     server.log = []
+    server.sent = {}  # path -> body bytes written to the socket
     return server

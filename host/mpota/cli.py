@@ -8,7 +8,7 @@ mpota sim run FLASH --fs DIR      power on, run boot.py and main.py from DIR, at
 mpota sim info FLASH              partition table, otadata and slots of a flash image
 mpota demo                        a full OTA update on the simulated ESP32, under MicroPython
 
-mpota manifest IMAGE              an OTA manifest (sha, length, version, chip, ...) for IMAGE
+mpota manifest IMAGE [--from OLD]  an OTA manifest (sha, length, version, chip, ...) for IMAGE
 mpota keygen                      an ECDSA P-256 key pair for signing manifests
 mpota sign MANIFEST --key KEY     sign a manifest
 mpota serve DIR                   serve firmware files over HTTP, with Range requests
@@ -177,7 +177,16 @@ def cmd_demo(a) -> int:
 def cmd_manifest(a) -> int:
     from . import manifest
 
-    m = manifest.make(a.image, a.out_dir, a.compress, a.url, a.version, a.expires, a.sequence)
+    m = manifest.make(
+        a.image,
+        a.out_dir,
+        a.compress,
+        a.url,
+        a.version,
+        a.expires,
+        a.sequence,
+        a.sources or (),
+    )
     if a.key:
         m = manifest.sign(m, Path(a.key).read_bytes())
     out = a.output or str(Path(a.out_dir or Path(a.image).parent) / "manifest.json")
@@ -189,6 +198,11 @@ def cmd_manifest(a) -> int:
         + (f", expires {a.expires}" if a.expires else "")
         + (", signed" if a.key else "")
     )
+    for p in m.get("patches", []):
+        print(
+            f"  patch from build {p['build'][:8]}: {p['file']}, {p['length']} bytes "
+            f"({100 * p['length'] / m['length']:.1f} % of the image)"
+        )
     return 0
 
 
@@ -355,7 +369,18 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("image")
     s.add_argument("-o", "--output", help="manifest file (default DIR/manifest.json)")
     s.add_argument("--out-dir", help="where compressed images and the manifest go")
-    s.add_argument("--compress", choices=["zlib", "gzip"], help="serve the image compressed")
+    s.add_argument(
+        "--compress",
+        choices=["zlib", "gzip", "mpz"],
+        help="serve the image compressed (mpz: resumable, see README 'Delta updates')",
+    )
+    s.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        metavar="OLD.bin",
+        help="also write a patch from this older image (repeat for several)",
+    )
     s.add_argument(
         "--url",
         help="firmware URL to put in the manifest (default: file name, "

@@ -21,7 +21,8 @@ from esp_idf_defs import AppDescription
 from esptool.bin_image import LoadFirmwareImage
 from esptool.targets import CHIP_DEFS
 
-COMPRESSIONS = {"zlib": ".zz", "gzip": ".gz"}
+# "mpz": raw deflate with checkpoints, resumable (host/mpota/delta.py, README "Delta updates")
+COMPRESSIONS = {"zlib": ".zz", "gzip": ".gz", "mpz": ".mpz"}
 FORM = 2  # the canonical form `sign` uses (the manifest's "manifest" field)
 _KEY = re.compile(r"[a-z0-9_]+")
 
@@ -149,13 +150,18 @@ def make(
     version: str | None = None,
     expires: str | None = None,
     sequence: int | None = None,
+    sources: list | tuple = (),
+    interval: int | None = None,
 ) -> dict:
     """A manifest for `image` (its version: `version`, else the image's own: the app
     description's, else MicroPython's banner); `expires` (UTC, YYYY-MM-DDTHH:MM:SSZ) and
     `sequence` (an integer that grows with each release) guard against replay; with
-    `compression` ("zlib" or "gzip") the compressed file is written next to it (or in out_dir)
-    and the manifest names it. sha and length always describe the image itself,
-    compressed_sha and compressed_length the file served."""
+    `compression` ("zlib", "gzip" or "mpz") the compressed file is written next to it (or in
+    out_dir) and the manifest names it. sha and length always describe the image itself,
+    compressed_sha and compressed_length the file served. `sources`: old images; for each, an
+    MPZ1 patch (delta.py) from it to `image` is written beside the image and listed in
+    "patches" with the old image's build id, length and SHA-256. `interval`: output bytes
+    between the checkpoints of MPZ1 files (64 KB)."""
     image = Path(image)
     m = describe_image(image)
     if version:
@@ -170,9 +176,16 @@ def make(
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}")
         data = image.read_bytes()
-        packed = (
-            zlib.compress(data, 9) if compression == "zlib" else gzip.compress(data, 9, mtime=0)
-        )
+        if compression == "mpz":
+            from . import delta
+
+            packed = delta.image_transport(data, interval or delta.INTERVAL)
+            hl = delta.parse_header(packed)["header_length"]
+            m.update(header_length=hl, header_sha=hashlib.sha256(packed[:hl]).hexdigest())
+        elif compression == "zlib":
+            packed = zlib.compress(data, 9)
+        else:
+            packed = gzip.compress(data, 9, mtime=0)
         name = image.name + COMPRESSIONS[compression]
         (out / name).write_bytes(packed)
         m.update(
@@ -181,6 +194,18 @@ def make(
             compressed_length=len(packed),
         )
     m["firmware"] = url or name
+    if sources:
+        from . import delta
+
+        m["manifest"] = FORM  # lists and objects need canonical form 2
+        m["patches"] = []
+        for src in sources:
+            build = describe_image(src)["build"]
+            if build == m["build"]:
+                raise ValueError(f"{src} is the same build as {image}: no patch needed")
+            name = f"{image.name}.from-{build[:8]}.mpz"
+            entry = delta.write_patch(src, image, out, name, interval or delta.INTERVAL)
+            m["patches"].append(entry)
     return m
 
 

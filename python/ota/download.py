@@ -3,8 +3,10 @@
 # buffer, never whole into RAM. After a dropped connection (or an exception, or a reboot) the
 # download goes on from the last 4 KB boundary written, with an HTTP Range request, from the
 # offset kept in a state file (ota/state.py); the final SHA-256 covers every byte. Compressed
-# images are inflated on the fly and cut off as soon as they pass compressed_length. The
-# image's identity is checked against the policy (ota/policy.py) before anything is erased.
+# images are inflated on the fly and cut off as soon as they pass compressed_length; an MPZ1
+# transfer (compression "mpz", ota/delta.py: a compressed image or a patch applied to the running
+# image) resumes at its last checkpoint on flash. The image's identity is checked against the
+# policy (ota/policy.py) before anything is erased.
 
 import binascii
 import gc
@@ -76,6 +78,9 @@ class Download:
         self.saved = 0
         self.line = False  # a progress line is open
         self.scan = None  # bytes of the stream in which to look for the banner
+        # MPZ1 transfers (ota/delta.py): the header, once read and checked against the manifest
+        self.hdr = None
+        self.mpz = opts["compression"] == "mpz"
 
     def say(self, *args, **kw):
         if self.o["verbose"]:
@@ -98,19 +103,38 @@ class Download:
             self._save(n)
 
     def _save(self, n):
-        state.write(
-            self.state,
-            {
-                "url": self.url,
-                "sha": self.sha,
-                "length": self.length,
-                "slot": self.ota.part.info()[4],
-                "offset": n // 4096 * 4096,
-            },
-        )
+        st = {
+            "url": self.url,
+            "sha": self.sha,
+            "length": self.length,
+            "slot": self.ota.part.info()[4],
+            "offset": n // 4096 * 4096,
+        }
+        if self.mpz:
+            # An MPZ1 transfer resumes at a checkpoint: the last one on flash, and the header
+            # that lists them (checked against header_sha again when it is read back).
+            if not self.hdr:
+                return
+            cp = self.hdr.before(n)
+            st["offset"] = cp[1] if cp else 0
+            st["header"] = binascii.hexlify(self.hdr.raw).decode()
+        state.write(self.state, st)
+
+    # Where a new attempt starts after `flashed` bytes reached the flash.
+    def _restart_at(self, flashed):
+        if self.mpz:
+            cp = self.hdr.before(flashed) if self.hdr else None
+            return cp[1] if cp else 0
+        return 0 if self.o["compression"] else flashed // 4096 * 4096
+
+    # The state file's size limit: an MPZ1 transfer's state holds its header, as hex.
+    def _state_limit(self):
+        t = self.o["transport"] if self.mpz else None
+        n = t.get("header_length") if isinstance(t, dict) else 0
+        return 2048 + 2 * n if isinstance(n, int) and 0 < n < 65536 else 2048
 
     def _resume_offset(self):
-        st = state.read(self.state) if self.state else None
+        st = state.read(self.state, self._state_limit()) if self.state else None
         if not st or (st.get("url"), st.get("sha"), st.get("length")) != (
             self.url,
             self.sha,
@@ -122,12 +146,26 @@ class Download:
         if st.get("slot") != next_partition(_running()).info()[4]:
             return 0
         off = st.get("offset", 0)
+        if self.mpz and off:
+            from . import delta
+
+            try:
+                t = self.o["transport"]
+                raw = binascii.unhexlify(st.get("header", ""))
+                self.hdr = delta.Header(raw, t["header_sha"], self.length)
+                self.hdr.at(off)
+                self.hdr.raw = raw
+            except (ValueError, TypeError, KeyError):
+                self.hdr = None
+                return 0
+            return off
         if self.o["compression"] or not isinstance(off, int) or off < 0 or off % 4096:
             return 0
         # At least the image's last byte is asked for again: a Range starting at its length
         # gets HTTP 416, and the writer needs a byte to finish on.
         return min(off, (self.length - 1) // 4096 * 4096) if self.length else 0
 
+    # The file from byte `start` (an MPZ1 transfer: the checkpoint's offset in the file).
     def _open(self, start):
         if "://" not in self.url:
             f = open(self.url, "rb")
@@ -212,20 +250,25 @@ class Download:
     def _attempt(self, start):
         self.ota = self._writer(start)
         start = self.ota.start
-        stream, got = self._open(start)
+        at = start
+        if self.mpz and start:
+            at = self.hdr.at(start)[0]
+        stream, got = self._open(at)
         if got < 0:  # HTTP 416
             self.ota.abort()
             self.ota = self._writer(0)
             stream, got = self._open(0)
-            start = 0
-        if got != start:  # the server sent the whole file
+            start = at = 0
+        if got != at:  # the server sent the whole file
             self.ota.abort()
             self.ota = self._writer(0)
-            start = 0
+            start = at = 0
         tap = None
         try:
             body = stream
-            if self.o["compression"]:
+            if self.mpz:
+                tap, body = self._mpz(stream, start, at)
+            elif self.o["compression"]:
                 import deflate
 
                 tap = body = _Tap(stream, self.o["compressed_length"])
@@ -249,12 +292,15 @@ class Download:
                 body = identity.Tap(body, self.scan, self.o["policy"].banner)
             self.ota.write_file(body)
             self.say("", end="")
-            if tap and self.o["compressed_length"] and tap.n != self.o["compressed_length"]:
+            if self.mpz:
+                self._mpz_end(tap, body, at)
+            elif tap and self.o["compressed_length"] and tap.n != self.o["compressed_length"]:
                 raise ValueError(
                     "Received %d compressed bytes (expect %d)."
                     % (tap.n, self.o["compressed_length"])
                 )
-            if tap and self.o["compressed_sha"]:
+            # After a resume the tap saw only the file's tail: the image's SHA-256 covers it all.
+            if tap and self.o["compressed_sha"] and not at:
                 got = binascii.hexlify(tap.h.digest()).decode()
                 if got != self.o["compressed_sha"]:
                     raise ValueError(
@@ -266,6 +312,47 @@ class Download:
             raise ValueError("The compressed image is truncated or corrupted.")
         finally:
             stream.close()
+
+    # An MPZ1 transfer (ota/delta.py) read from file offset `at`: its header first when at is 0,
+    # then the raw deflate stream, from the checkpoint for output byte `start`; for a patch, the
+    # applier over the running partition. Returns (tap, body).
+    def _mpz(self, stream, start, at):
+        from . import delta
+
+        t = self.o["transport"]
+        tap = _Tap(stream, self.o["compressed_length"])
+        tap.n = at
+        if not at:
+            raw = bytearray(t["header_length"])
+            mv = memoryview(raw)
+            got = 0
+            while got < len(raw):
+                n = tap.readinto(mv[got:])
+                if not n:
+                    raise ValueError("The transfer ends inside its header.")
+                got += n
+            self.hdr = delta.Header(raw, t["header_sha"], self.length)
+            self.hdr.raw = raw
+        h = self.hdr
+        if h.kind != t["kind"]:
+            raise ValueError("The transfer holds another kind of data than the manifest says.")
+        body = delta.Inflate(tap, h.wbits)
+        if h.kind == delta.KIND_PATCH:
+            cp = h.at(start) if start else None
+            body = delta.Patch(body, _running(), t["from_length"], self.length, cp)
+        return tap, body
+
+    def _mpz_end(self, tap, body, at):
+        one = bytearray(1)
+        if body.readinto(one):
+            raise ValueError("The transfer holds more than the image.")
+        while tap.readinto(one):
+            pass
+        want = self.o["compressed_length"]
+        if want and tap.n != want:
+            raise ValueError("Received %d compressed bytes (expect %d)." % (tap.n, want))
+        if at:
+            self.say("Resumed at a checkpoint: the image's SHA-256 covers every byte.")
 
     def run(self):
         start = self._resume_offset()
@@ -293,9 +380,7 @@ class Download:
                         self._save(self.ota.flashed)
                     raise
                 tries += 1
-                start = (
-                    0 if self.o["compression"] or not self.ota else self.ota.flashed // 4096 * 4096
-                )
+                start = self._restart_at(self.ota.flashed) if self.ota else 0
                 if self.state and self.ota and start:
                     self._save(start)
                 self.say(

@@ -37,8 +37,9 @@ def running_version(backend=None):
 def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **kw):
     """Write the image at url (http, https or a file path) to the next OTA partition.
 
-    Keywords: backend, progress(bytes, length), compression ("zlib", "gzip"), compressed_sha,
-    compressed_length, version (expected in the image), allow_downgrade, force (install a
+    Keywords: backend, progress(bytes, length), compression ("zlib", "gzip", "mpz"),
+    compressed_sha, compressed_length, transport (compression "mpz": the manifest's MPZ1
+    fields, see from_json()), version (expected in the image), allow_downgrade, force (install a
     build this device rolled back from, skip the version checks), ca (CA certificate for
     https), retries (3), backoff (1 s, doubling), resume (True), state (the resume file,
     "ota_resume.json" at the filesystem's root), timeout (30 s: each wait on the network),
@@ -52,6 +53,7 @@ def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **k
         "compression": None,
         "compressed_sha": "",
         "compressed_length": 0,
+        "transport": None,  # compression "mpz": the manifest's header_length, header_sha, ...
         "version": None,
         "allow_downgrade": False,
         "force": False,
@@ -74,6 +76,8 @@ def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **k
     opts.update(kw)
     opts["verify"] = verify
     opts["verbose"] = verbose
+    if opts["compression"] == "mpz" and not isinstance(opts["transport"], dict):
+        raise ValueError('compression "mpz" needs transport= (the manifest\'s MPZ1 fields).')
     if verbose:
         print("Opening firmware file %s..." % url)
     from . import identity, policy
@@ -109,6 +113,7 @@ def from_json(
     pubkey: the manifest's public key (PEM text or bytes, DER bytes); None: /ota_pubkey.pem at
     the filesystem's root if it exists. force=True installs a build this device rolled back from
     and skips the manifest's expiry and sequence and the version checks (never the signature).
+    delta=False: never a patch ("patches", ota/delta.py), always the full image.
     """
     from . import trust
 
@@ -135,26 +140,24 @@ def from_json(
     fw = m["firmware"]
     if not isinstance(fw, str) or not fw:
         raise ValueError('The manifest\'s "firmware" must name the image: %r' % (fw,))
-    if "://" in url:
-        fw = http.join(url, fw)  # a path is on the manifest's server, never a local file
-    elif "://" not in fw and not fw.startswith("/"):
-        fw = url.rsplit("/", 1)[0] + "/" + fw if "/" in url else fw
-    result = from_file(
-        fw,
-        m["sha"],
-        m["length"],
-        verify,
-        verbose,
-        False,
-        compression=m.get("compression"),
-        compressed_sha=m.get("compressed_sha", ""),
-        compressed_length=m.get("compressed_length", 0),
-        version=m.get("version"),
-        allow_downgrade=allow_downgrade,
-        force=force,
-        ca=ca,
-        **kw,
-    )
+    args = (m["sha"], m["length"], verify, verbose, False)
+    kw["version"] = m.get("version")
+    kw["allow_downgrade"] = allow_downgrade
+    kw["force"] = force
+    kw["ca"] = ca
+    result = None
+    if kw.pop("delta", True) and m.get("patches"):
+        result = _from_patch(url, m, args, kw)
+    if not result:
+        result = from_file(
+            _join(url, fw),
+            *args,
+            compression=m.get("compression"),
+            compressed_sha=m.get("compressed_sha", ""),
+            compressed_length=m.get("compressed_length", 0),
+            transport=_transport(m, 0) if m.get("compression") == "mpz" else None,
+            **kw,
+        )
     if seq is not None:  # the image is the boot partition: remember its sequence
         from . import history
 
@@ -162,6 +165,65 @@ def from_json(
     if reboot:
         _reboot(10 if reboot is True else int(reboot))
     return result
+
+
+# A file the manifest at url names: on the manifest's server (a path too, never a local file),
+# or beside a local manifest.
+def _join(url, fw):
+    if "://" in url:
+        return http.join(url, fw)
+    if "://" not in fw and not fw.startswith("/"):
+        return url.rsplit("/", 1)[0] + "/" + fw if "/" in url else fw
+    return fw
+
+
+# The MPZ1 transport fields of a manifest entry (the full image's, or a patch's).
+def _transport(e, kind):
+    t = {"kind": kind}
+    for k in ("header_length", "header_sha", "from_length"):
+        if k in e:
+            t[k] = e[k]
+    if not isinstance(t.get("header_length"), int) or not isinstance(t.get("header_sha"), str):
+        raise ValueError("The manifest's MPZ1 transfer has no header_length and header_sha.")
+    return t
+
+
+# Update through the patch made from the running firmware (ota/delta.py), if the manifest has
+# one: the running build id and the running slot's bytes must match the patch's source, checked
+# before anything is erased. Returns from_file()'s result, or None (said why) for the full image.
+def _from_patch(url, m, args, kw):
+    from . import delta, identity
+
+    verbose = args[3]
+    running = _running()
+    head = bytearray(288)
+    running.readblocks(0, head)
+    p, why = delta.pick(m["patches"], running, identity.build_id(head))
+    if not p:
+        if verbose:
+            print("No patch applies (%s): downloading the full image." % why)
+        return None
+    try:
+        f = p.get("file")
+        if not isinstance(f, str) or not f:
+            raise ValueError('The manifest\'s patch has no "file".')
+        if verbose:
+            print("Applying the patch from build %s (%s)." % (p["build"][:8], f))
+        return from_file(
+            _join(url, f),
+            *args,
+            compression="mpz",
+            compressed_sha=p.get("sha", ""),
+            compressed_length=p.get("length", 0),
+            transport=_transport(p, delta.KIND_PATCH),
+            **kw,
+        )
+    except (ValueError, EOFError, http.HTTPError) as e:
+        if isinstance(e, http.HTTPError) and e.status >= 500:
+            raise
+        if verbose:
+            print("The patch failed (%s): going on with the full image." % e)
+        return None
 
 
 # The original project's (glenn20/micropython-esp32-ota v0.3) ota.update.OTA, with its argument

@@ -33,10 +33,15 @@ class DeflateIO:
             else:
                 n = self._s.readinto(self._in)
                 if not n:
-                    if not self._d.eof:
-                        raise EOFError()
-                    return 0
-                out = self._d.decompress(bytes(self._in[:n]), len(mv))
+                    # zlib may still hold output that max_length held back (a long match from
+                    # a few input bytes): the stream ends only when that is out too.
+                    out = self._d.decompress(b"", len(mv))
+                    if not out:
+                        if not self._d.eof:
+                            raise EOFError()
+                        return 0
+                else:
+                    out = self._d.decompress(bytes(self._in[:n]), len(mv))
             if out:
                 mv[: len(out)] = out
                 return len(out)
