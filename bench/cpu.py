@@ -451,9 +451,9 @@ def report(results: list[tuple[Path_, dict]], sizes: tuple[int, int], note: str)
     ]
     for p, f in results:
         ratio = f"{f['no_sha'] / native['no_sha']:.1f}" if native else "-"
-        alloc = f"{f['alloc']:,.0f} per {f['chunk']:,} B"
-        if f["alloc"] is None:
-            alloc = "- (CPython: no mem_total)"
+        alloc = "- (CPython: no mem_total)"
+        if f["alloc"] is not None:
+            alloc = f"{f['alloc']:,.0f} per {f['chunk']:,} B"
         lines.append(
             f"| {p.name} | {p.interpreter} | {f['all']:,.0f} | {f['no_sha']:,.0f} | {ratio} | "
             f"{alloc} | {f['idf']:,.0f} |"

@@ -85,7 +85,7 @@ def test_instruction_counts_per_mb_with_one_off_costs_apart(capsys):
     all_, no_sha, idf, start, imports, fixed = num
     # SHA-256 is the bulk of the C path's own work on a PC (software mbedtls), and apart
     sha = int(out.split(f"{per_mb[0]} ")[-1].split()[0].replace(",", ""))
-    assert all_ - no_sha == sha and sha > 50 * no_sha > 0
+    assert all_ - no_sha == sha and sha > no_sha > 0
     assert idf > 0  # the simulated ESP-IDF and flash: counted, and kept out of the path's own
     # the one-off costs are reported apart: start-up alone is far more than a MB's streaming
     assert start > imports > 0 and fixed > 0 and start > 10 * no_sha
