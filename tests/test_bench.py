@@ -95,7 +95,7 @@ def test_instruction_counts_per_mb_with_one_off_costs_apart(capsys):
         assert per_mb[5].startswith("- (CPython")
 
 
-def test_callgrind_attribution():
+def test_callgrind_attribution(tmp_path):
     # The call graph's costs are split at the calls from the path's own code into the host
     # backend and into SHA-256, as callgrind writes them (compressed names, cfl= for the callee).
     text = (
@@ -109,14 +109,11 @@ def test_callgrind_attribution():
         "fl=(3)\nfn=(3)\n1 800\n"
         "totals: 1810\n"
     )
-    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"callgrind-{os.getpid()}.sample"
-    tmp.write_text(text)
-    try:
-        self_cost, edges = cpu.call_graph(tmp)
-        assert cpu.split(tmp, native=True) == (700, 300)  # the SHA inside esp_ota_write is ESP-IDF's
-        assert cpu.total(tmp) == 1810
-    finally:
-        tmp.unlink()
+    out = tmp_path / "callgrind.out"
+    out.write_text(text)
+    self_cost, edges = cpu.call_graph(out)
+    assert cpu.split(out, native=True) == (700, 300)  # the SHA-256 in esp_ota_write: ESP-IDF's
+    assert cpu.total(out) == 1810
     core = ("/x/usermod/ota_native/ota_core.c", "ota_core_commit")
     assert self_cost[core] == 10 and len(edges) == 3
     assert not cpu.host_backend(("/x/usermod/ota_native/host/ota_host_ffi.c", "ota_ffi_written"))
