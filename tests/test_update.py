@@ -378,3 +378,26 @@ def test_flash_that_does_not_hold_the_image_fails_verify(sim, tmp_path, offset):
             assert out[-1] == "OSError (-5379, 'ESP_ERR_OTA_VALIDATE_FAILED')", out
         assert not any("Passed." in line or "updated successfully" in line for line in out)
         assert sim.boot_slot() == "ota_0"
+
+
+def test_bookkeeping_that_fails_does_not_fail_an_installed_update(sim, tmp_path):
+    # On a board with little heap left, recording the update in ota_history.json can raise
+    # MemoryError after set_boot() succeeded: the caller must not be told the update failed.
+    (tmp_path / "new.bin").write_bytes(V23)
+    r = sim.run(
+        """
+import ota.history
+def no_heap(*a):
+    raise MemoryError("memory allocation failed, allocating 1552 bytes")
+ota.history.booted = no_heap
+ota.history.notice = no_heap
+from ota.writer import OTA
+with open("new.bin", "rb") as f, OTA(verbose=False) as w:
+    w.write_file(f)
+print("RESULT", w.close()[0])
+""",
+        cwd=tmp_path,
+    )
+    assert f"RESULT {len(V23)}" in r.stdout, sim.out
+    assert "ota: the update history was not updated (MemoryError: memory allocation" in r.stdout
+    assert sim.boot_slot() == "ota_1"

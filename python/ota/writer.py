@@ -102,9 +102,7 @@ class OTA:
             )
         if not start:
             # Before the slot's old image is erased: was it a trial that rolled back?
-            from . import history
-
-            history.notice()
+            _bookkeeping("notice", None)
         self.start = start
         if start:
             self._print("Resuming after the first %d bytes, already written." % start)
@@ -231,9 +229,8 @@ class OTA:
             self.abort()
             raise
         _set_open(None)
-        from . import history
-
-        history.booted(self.part)  # so that a rollback from it is known later
+        self._sess.buf = None  # the chunk buffer is not needed any more: the heap gets it back
+        _bookkeeping("booted", self.part)  # so that a rollback from it is known later
         name = self.part.info()[4]
         self._print("OTA Partition '%s' updated successfully." % name)
         self._print("Micropython will be loaded from '%s' on next hard reboot." % name)
@@ -269,6 +266,21 @@ class OTA:
             self.close()
         else:
             self.abort()
+
+
+# The rollback memory (ota/history.py) is bookkeeping: when it fails (no heap left on a small
+# board, a full or read-only filesystem), the update goes on and says so. Once set_boot() has
+# succeeded, an exception would tell the caller that an installed update failed.
+def _bookkeeping(what, part):
+    from . import history
+
+    try:
+        if part is None:
+            history.notice()
+        else:
+            history.booted(part)
+    except Exception as e:
+        print("ota: the update history was not updated (%s: %s)" % (type(e).__name__, e))
 
 
 def _set_open(w):
