@@ -13,34 +13,36 @@ from mpota import simdev
 
 SIZE = 300_032
 
-DEVICE = """
-import ota.update, ota.status
-from ota.writer import OTA
+ATTEMPT = """
 def attempt(tag, fn):
     try:
         fn()
         print(tag, "ok")
     except Exception as e:
         print(tag, type(e).__name__, e)
+"""
+
+DEVICE = (
+    ATTEMPT
+    + """
+import ota.update
 attempt("UPDATE", lambda: ota.update.from_file("new.bin", {sha!r}, {length}, verbose=False,
                                                reboot=False))
 """
+)
 
-AFTER = """
+AFTER = (
+    ATTEMPT
+    + """
 import ota, ota.status, ota.update
 ota.stop_rollback()
 ota.status.status()
-def attempt(tag, fn):
-    try:
-        fn()
-        print(tag, "ok")
-    except Exception as e:
-        print(tag, type(e).__name__, e)
 attempt("OLDER", lambda: ota.update.from_file("old.bin", {old_sha!r}, {old_len}, verbose=False,
                                               reboot=False, version="v1.23.0"))
 attempt("SAME", lambda: ota.update.from_file("new.bin", {sha!r}, {length}, verbose=False,
                                              reboot=False))
 """
+)
 
 
 @pytest.mark.parametrize("chip", list(chips.CHIPS))
