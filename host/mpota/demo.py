@@ -59,7 +59,8 @@ def _device(flash: Path, code: str, hosts: str = "") -> None:
     if hosts:
         env["ESPSIM_HOSTS"] = hosts
     cmd = simdev.command("micropython") + simdev.code_args(code)
-    subprocess.run(cmd, env=env, check=True)
+    # The board's filesystem root is the process's directory: its state files stay in the demo's.
+    subprocess.run(cmd, env=env, check=True, cwd=flash.parent)
 
 
 def run(work: Path) -> int:
