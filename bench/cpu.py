@@ -266,24 +266,9 @@ def native_micropython() -> tuple[str | None, str]:
         return None, "neither OTA_MICROPYTHON nor MICROPY_DIR is set"
     # The build of tests/conftest.py (same directory and flags: its objects are reused), linked
     # once more without stripping.
-    build = ROOT / "build" / "micropython-unix"
-    flags = os.environ.get("MICROPY_MAKEFLAGS", "").split()
-    for cmd in (
-        ["make", "-C", f"{tree}/mpy-cross"],
-        [
-            "make",
-            "-C",
-            f"{tree}/ports/unix",
-            f"BUILD={build}",
-            f"USER_C_MODULES={ROOT}/usermod",
-            "PROG=micropython-bench",
-            "STRIP=",
-            *flags,
-        ],
-    ):
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stdout[-3000:]}{r.stderr[-3000:]}")
+    build = simdev.build_unix_port(
+        tree, ROOT / "build" / "micropython-unix", ["PROG=micropython-bench", "STRIP="]
+    )
     return str(build / "micropython-bench"), ""
 
 

@@ -29,24 +29,7 @@ def micropython_native() -> str | None:
     if not tree:
         return None
     build = ROOT / "build" / "micropython-unix"
-    flags = os.environ.get("MICROPY_MAKEFLAGS", "").split()
-    for cmd in (
-        ["make", "-C", f"{tree}/mpy-cross"],
-        [
-            "make",
-            "-C",
-            f"{tree}/ports/unix",
-            f"BUILD={build}",
-            f"USER_C_MODULES={ROOT}/usermod",
-            *flags,
-        ],
-    ):
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(
-                f"building MicroPython from {tree} failed: {' '.join(cmd)}\n"
-                f"{r.stdout[-3000:]}{r.stderr[-3000:]}"
-            )
+    simdev.build_unix_port(tree, build)
     os.environ["OTA_MICROPYTHON"] = str(build / "micropython")
     return os.environ["OTA_MICROPYTHON"]
 

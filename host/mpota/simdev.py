@@ -320,3 +320,29 @@ def spawn(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+
+
+def build_unix_port(tree: str | Path, build: str | Path, extra: list[str] = ()) -> Path:
+    """Build MicroPython's unix port from the source tree `tree` with usermod/ota_native (the
+    host backend) into `build`; extra make arguments from $MICROPY_MAKEFLAGS and `extra`.
+    Returns the build directory. Objects are reused between builds with the same `build`."""
+    flags = os.environ.get("MICROPY_MAKEFLAGS", "").split()
+    for cmd in (
+        ["make", "-C", f"{tree}/mpy-cross"],
+        [
+            "make",
+            "-C",
+            f"{tree}/ports/unix",
+            f"BUILD={build}",
+            f"USER_C_MODULES={REPO}/usermod",
+            *extra,
+            *flags,
+        ],
+    ):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(
+                f"building MicroPython from {tree} failed: {' '.join(cmd)}\n"
+                f"{r.stdout[-3000:]}{r.stderr[-3000:]}"
+            )
+    return Path(build)
