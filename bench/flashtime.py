@@ -103,11 +103,12 @@ with open({image!r}, "rb") as f:
         left -= n
 print("flashed", ota.flashed // 4096 * 4096)
 ota.abort()
+print("erased", ota.erased if ota.flashed % 4096 == 0 else 0)
 """
 SECOND_HALF = """
 from ota.writer import OTA
 with open({image!r}, "rb") as f, OTA(verbose=False, length={length}, backend={backend!r},
-                                      start={start}) as ota:
+                                      start={start}, erased={erased}) as ota:
     f.seek({start})
     ota.write_file(f)
 """
@@ -228,7 +229,10 @@ def run_resumed(work, image, runtime, heap, backend) -> dict:
     )
     out = _run(flash, COUNTS.format(kinds=KINDS) + first + REPORT, runtime, heap)
     start = int(out.split("flashed ")[1].split()[0])
-    second = SECOND_HALF.format(image=str(img), length=len(image), backend=backend, start=start)
+    erased = int(out.split("erased ")[1].split()[0])
+    second = SECOND_HALF.format(
+        image=str(img), length=len(image), backend=backend, start=start, erased=erased
+    )
     c2 = _counts(_run(flash, COUNTS.format(kinds=KINDS) + second + REPORT, runtime, heap))
     return _add(_counts(out), c2)
 

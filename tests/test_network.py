@@ -115,6 +115,77 @@ def test_dropped_connection_resumes_with_range(sim, site, tmp_path):
     assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
 
 
+ERASED = """
+import espsim.device
+dev = espsim.device.current()
+def erased():
+    c = dict(dev.flash.counts)
+    try:
+        import _ota
+        k = _ota.flash_counts()
+        c["erase_4k"] += k[0]
+        c["erase_64k"] += k[1]
+    except ImportError:
+        pass
+    return c["erase_4k"] * 4096 + c["erase_64k"] * 65536
+e0 = erased()
+"""
+ERASED_REPORT = """
+print("ERASED", erased() - e0)
+"""
+
+
+def erased_bytes(out):
+    return sum(int(line.split()[1]) for line in out.splitlines() if line.startswith("ERASED"))
+
+
+# A dropped connection, resumed in the same call or by the next one after it gave up: no sector
+# is erased twice. The native core erases 64 KB blocks ahead of its data; the writer that
+# stopped cleanly hands on how far (writer.OTA.erased), in memory or in the state file. All the
+# update erases is the image's 64 KB blocks (at most) and the otadata sector of set_boot().
+@pytest.mark.parametrize("gives_up", [False, True])
+def test_dropped_connection_erases_nothing_twice(sim, site, tmp_path, gives_up):
+    www, server, base = site
+    write_manifest(www)
+    server.faults.update(drop_times=1, drop_after=230_000)
+    kw = ", retries=0" if gives_up else ""
+    code = ERASED + DEVICE.format(fn="from_json", url=base + "/manifest.json", kw=kw)
+    r = sim.run(code + ERASED_REPORT, cwd=tmp_path)
+    out = r.stdout
+    if gives_up:
+        assert "RESULT NetError" in out, out
+        state = json.loads((tmp_path / "ota_resume.json").read_text())
+        if sim.backend == "native":
+            assert state["erased"] == 262144 > state["offset"], state
+        else:
+            assert "erased" not in state, state  # the pure backend erases nothing ahead
+        r = sim.run(code + ERASED_REPORT, cwd=tmp_path)
+        out += r.stdout
+    assert "RESULT ok" in r.stdout, out
+    assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
+    assert erased_bytes(out) <= -(-len(NEW) // 65536) * 65536 + 4096, out
+
+
+def test_writer_erased_argument_is_checked(sim):
+    r = sim.run(
+        """
+from ota.writer import OTA
+for kw in ({"erased": 8192}, {"start": 8192, "erased": 4096}, {"start": 8192, "erased": 9000},
+           {"start": 8192, "erased": 1 << 30}, {"start": 8192, "erased": "x"}):
+    try:
+        OTA(verbose=False, **kw)
+        print("accepted", kw)
+    except ValueError as e:
+        print("ValueError", e)
+"""
+    )
+    lines = [x for x in r.stdout.splitlines() if x]
+    assert len(lines) == 5 and all(x.startswith("ValueError erased must be") for x in lines), (
+        sim.out
+    )
+    assert sim.boot_slot() == "ota_0"
+
+
 RESET_MIDWAY = "lambda n, total: n >= 250000 and __import__('machine').reset()"
 
 
@@ -148,6 +219,8 @@ def test_resume_after_a_power_cut(sim, site, tmp_path):
     sim.power_on()
     assert sim.running() == "ota_0"
     offset = saved_offset(tmp_path, 131072, 250000)
+    # Saved while writing went on: nothing past the offset is known erased after the cut.
+    assert "erased" not in json.loads((tmp_path / "ota_resume.json").read_text())
     result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
     assert result == "ok", out
     assert firmware_requests(server)[-1] == f"bytes={offset}-"

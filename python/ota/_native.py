@@ -6,11 +6,14 @@ import binascii
 
 
 class Session:
-    def __init__(self, ota, part, confirm, length, start):
+    def __init__(self, ota, part, confirm, length, start, erased=0):
         self.part = part
         self.progress = None
         self._ota = ota
-        self._u = ota.Update(length=length, confirm=confirm, progress=self._tick, offset=start)
+        kw = {"erased": erased} if erased else {}
+        self._u = ota.Update(
+            length=length, confirm=confirm, progress=self._tick, offset=start, **kw
+        )
 
     def _tick(self, n):
         if self.progress:
@@ -24,6 +27,12 @@ class Session:
     @property
     def flashed(self):
         return self._u.flashed
+
+    # The slot is known erased from `flashed` up to here: the core erases 64 KB blocks ahead of
+    # the data. A session resumed at `flashed` in the same boot need not erase them again.
+    @property
+    def erased(self):
+        return self._u.erased
 
     def write(self, data):
         return self._u.write(data)
@@ -61,8 +70,8 @@ class Backend:
     def __init__(self, ota):
         self._ota = ota
 
-    def session(self, part, running, confirm, length=0, start=0):
-        return Session(self._ota, part, confirm, length, start)
+    def session(self, part, running, confirm, length=0, start=0, erased=0):
+        return Session(self._ota, part, confirm, length, start, erased)
 
     def state(self, part):
         return self._ota.state(part.info()[4])

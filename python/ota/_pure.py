@@ -151,6 +151,11 @@ class Session:
     def flashed(self):
         return self.written
 
+    # Partition.writeblocks() erases what it programs: nothing is erased ahead of the data.
+    @property
+    def erased(self):
+        return self.written
+
     def _check(self):
         if self.dead:
             raise ValueError("This OTA update was aborted.")
@@ -259,7 +264,7 @@ class Session:
 class Backend:
     name = "pure"
 
-    def session(self, part, running, confirm, length=0, start=0):
+    def session(self, part, running, confirm, length=0, start=0, erased=0):
         return Session(part, running, confirm, start)
 
     def state(self, part):

@@ -76,6 +76,7 @@ class Download:
         self.t0 = 0
         self.first = 0
         self.saved = 0
+        self.erased = 0  # for the next attempt: the slot is erased from its start up to here
         self.line = False  # a progress line is open
         self.scan = None  # bytes of the stream in which to look for the banner
         # MPZ1 transfers (ota/delta.py): the header, once read and checked against the manifest
@@ -102,7 +103,8 @@ class Download:
             self.saved = n
             self._save(n)
 
-    def _save(self, n):
+    # erased: the slot is erased from n up to there (a clean stop, see writer.OTA.erased).
+    def _save(self, n, erased=0):
         st = {
             "url": self.url,
             "sha": self.sha,
@@ -118,6 +120,8 @@ class Download:
             cp = self.hdr.before(n)
             st["offset"] = cp[1] if cp else 0
             st["header"] = binascii.hexlify(self.hdr.raw).decode()
+        if erased > n == st["offset"]:
+            st["erased"] = erased
         state.write(self.state, st)
 
     # Where a new attempt starts after `flashed` bytes reached the flash.
@@ -163,7 +167,11 @@ class Download:
             return 0
         # At least the image's last byte is asked for again: a Range starting at its length
         # gets HTTP 416, and the writer needs a byte to finish on.
-        return min(off, (self.length - 1) // 4096 * 4096) if self.length else 0
+        start = min(off, (self.length - 1) // 4096 * 4096) if self.length else 0
+        erased = st.get("erased", 0)
+        if start == off and isinstance(erased, int):
+            self.erased = erased
+        return start
 
     # The file from byte `start` (an MPZ1 transfer: the checkpoint's offset in the file).
     def _open(self, start):
@@ -226,7 +234,7 @@ class Download:
         self.scan = self._check_image(mv) if got == len(head) else None
         return mv[:got]
 
-    def _writer(self, start):
+    def _writer(self, start, erased=0):
         args = (
             self.sha,
             self.length,
@@ -237,7 +245,7 @@ class Download:
             self._progress,
         )
         try:
-            return _Writer(*args, start=start)
+            return _Writer(*args, start=start, erased=erased if start and erased > start else 0)
         except OSError as e:
             if not start or e.args[0] != 95:  # EOPNOTSUPP: esp_ota_resume() is missing
                 raise
@@ -248,7 +256,8 @@ class Download:
             return _Writer(*args)
 
     def _attempt(self, start):
-        self.ota = self._writer(start)
+        self.ota = self._writer(start, self.erased)
+        self.erased = 0
         start = self.ota.start
         at = start
         if self.mpz and start:
@@ -377,10 +386,13 @@ class Download:
                     self.say("", end="")
                     # What is on flash stays usable: the next call resumes from there.
                     if self.state and self.ota and self.ota.flashed >= 4096:
-                        self._save(self.ota.flashed)
+                        self._save(self.ota.flashed, self.ota.erased)
                     raise
                 tries += 1
                 start = self._restart_at(self.ota.flashed) if self.ota else 0
+                # The writer stopped cleanly: what it erased ahead of its data is still erased.
+                if self.ota and start == self.ota.flashed:
+                    self.erased = self.ota.erased
                 if self.state and self.ota and start:
                     self._save(start)
                 self.say(

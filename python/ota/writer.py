@@ -55,6 +55,7 @@ class OTA:
         backend=None,
         progress=None,
         start=0,
+        erased=0,
     ):
         self._sha = _check_sha(sha)
         if not isinstance(length, int) or length < 0:
@@ -88,6 +89,16 @@ class OTA:
             raise ValueError(
                 "start must be a multiple of 4096 within the image, not %r" % (start,)
             )
+        if erased and (
+            not isinstance(erased, int)
+            or not start
+            or erased % 4096
+            or not start <= erased <= size
+        ):
+            raise ValueError(
+                "erased must be a multiple of 4096 from start to the slot's end, not %r"
+                % (erased,)
+            )
         self._print("Writing new micropython image to OTA partition '%s'..." % name)
         self._print("Device: %d x 4096 byte blocks." % (size // 4096))
         if length:
@@ -106,7 +117,7 @@ class OTA:
         self.start = start
         if start:
             self._print("Resuming after the first %d bytes, already written." % start)
-        self._sess = be.session(self.part, running, confirm, length, start)
+        self._sess = be.session(self.part, running, confirm, length, start, erased)
         # The chunk buffer, when it is not the full 64 KB (the seed's output is kept as it is
         # when it is): only the pure backend has one in Python.
         if getattr(self._sess, "buffer", 65536) < 65536:
@@ -131,6 +142,14 @@ class OTA:
     @property
     def flashed(self):
         return self._sess.flashed
+
+    # The slot is known erased from `flashed` up to here (the native core erases 64 KB blocks
+    # ahead of the data). An update resumed at `flashed` after a clean stop (abort() with the
+    # flash untouched since) can pass it as OTA(start=flashed, erased=...): those sectors are
+    # not erased again. Never after a power cut: a sector past `flashed` may be half programmed.
+    @property
+    def erased(self):
+        return self._sess.erased
 
     # The BLOCK line (verbose), or the caller's progress(bytes, length) in its place.
     def _on_progress(self, n):

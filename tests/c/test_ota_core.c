@@ -586,6 +586,78 @@ static void test_resume_after_a_dropped_connection(void) {
     free(img.data);
 }
 
+// After a clean stop (a dropped connection, abort()), the session says how far the slot is
+// erased ahead of its data; a session resumed there with ota_core_assume_erased() erases none
+// of it again: across both sessions, each sector is erased once, as in one uninterrupted update.
+static void test_resume_without_erasing_twice(void) {
+    blob_t img = fixture("new.bin");
+    size_t stops[] = {4096, 0x5000, 300000, BLOCK * 7, BLOCK * 7 + 4096};
+    for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++) {
+        fresh_device();
+        ota_host_reset_counts();
+        ota_core_t s;
+        CHECK_EQ(ota_core_begin(&s, 0, 0), ESP_OK);
+        CHECK_EQ(ota_core_write(&s, img.data, stops[i]), ESP_OK);
+        ota_core_abort(&s);
+        size_t at = s.written, erased = ota_core_erased(&s);
+        CHECK_EQ(at, stops[i] / 4096 * 4096);
+        CHECK_EQ(erased, (at + BLOCK - 1) / BLOCK * BLOCK);
+        ota_core_free(&s);
+        ota_core_t r;
+        CHECK_EQ(ota_core_begin_at(&r, img.len, OTA_CORE_CONFIRM, at, buf, sizeof(buf)), ESP_OK);
+        CHECK_EQ(ota_core_assume_erased(&r, erased), ESP_OK);
+        CHECK_EQ(ota_core_write(&r, img.data + at, img.len - at), ESP_OK);
+        uint8_t want[32];
+        sha256(img.data, img.len, want);
+        CHECK_EQ(ota_core_finish(&r, img.len, want, true, true, buf, sizeof(buf)), ESP_OK);
+        ota_core_free(&r);
+        CHECK(slot_holds("ota_1", img));
+        const ota_host_counts_t *c = ota_host_counts();
+        CHECK_EQ(c->erase_64k, (img.len + BLOCK - 1) / BLOCK);
+        CHECK_EQ(c->erase_4k, 1); // the otadata sector of set_boot
+    }
+    free(img.data);
+}
+
+// A claim of erased flash is taken only for a resumed session, from its offset, in 4 KB units
+// within the slot; a false one cannot install a bad image: the slot is checked whole at finish.
+static void test_assume_erased_checks(void) {
+    blob_t img = fixture("new.bin");
+    fresh_device();
+    ota_core_t s;
+    CHECK_EQ(ota_core_begin(&s, 0, 0), ESP_OK);
+    CHECK_EQ(ota_core_assume_erased(&s, BLOCK), ESP_ERR_INVALID_ARG); // not resumed
+    CHECK_EQ(ota_core_write(&s, img.data, 3 * BLOCK), ESP_OK);
+    ota_core_abort(&s);
+    ota_core_free(&s);
+    size_t bad[] = {BLOCK + 100, BLOCK - 4096, 0x7FFFF000};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CHECK_EQ(ota_core_begin_at(&s, 0, 0, BLOCK, buf, sizeof(buf)), ESP_OK);
+        CHECK_EQ(ota_core_assume_erased(&s, bad[i]), ESP_ERR_INVALID_ARG);
+        ota_core_free(&s);
+    }
+    // False: the slot holds data from BLOCK to 3 * BLOCK. Programming over it cannot set bits
+    // back to 1; the image fails its check and the boot partition stays.
+    CHECK_EQ(ota_core_begin_at(&s, img.len, 0, BLOCK, buf, sizeof(buf)), ESP_OK);
+    CHECK_EQ(ota_core_assume_erased(&s, 3 * BLOCK), ESP_OK);
+    uint8_t *other = malloc(img.len);
+    memcpy(other, img.data, img.len);
+    for (size_t k = BLOCK; k < 3 * BLOCK; k++) {
+        other[k] ^= 0x5A; // what a session resumed from another image would send
+    }
+    uint8_t want[32];
+    sha256(other, img.len, want);
+    esp_err_t err = ota_core_write(&s, other + BLOCK, img.len - BLOCK);
+    if (err == ESP_OK) {
+        err = ota_core_finish(&s, img.len, want, true, true, buf, sizeof(buf));
+    }
+    CHECK(err != ESP_OK);
+    CHECK(strcmp(boot_label(), "ota_0") == 0);
+    ota_core_free(&s);
+    free(other);
+    free(img.data);
+}
+
 // A power cut mid-update, then a new session from the last 4 KB boundary known written: the
 // half-done operation at the cut is erased again and the image completes.
 static void test_resume_after_a_power_cut(void) {
@@ -856,6 +928,8 @@ static const struct {
     T(test_mark_invalid_and_reboot),
     T(test_power_cut_at_every_operation),
     T(test_resume_after_a_dropped_connection),
+    T(test_resume_without_erasing_twice),
+    T(test_assume_erased_checks),
     T(test_resume_after_a_power_cut),
     T(test_resume_checks),
     T(test_stream_counts),

@@ -2,9 +2,10 @@
 // arguments to C, buffers and streams to calls into the core, esp_err_t to exceptions (in
 // ota_raise(), the one place that does it), and it releases the GIL around flash work.
 //
-//   _ota.Update(length=0, confirm=False, progress=None, offset=0)
+//   _ota.Update(length=0, confirm=False, progress=None, offset=0, erased=0)
 //                                      an update of the next OTA partition (offset: resume one
-//                                      whose first bytes are already written)
+//                                      whose first bytes are already written; erased: the slot
+//                                      is known erased from there up to this offset)
 //       .write(buf) -> int            any bytes-like object
 //       .write_from(stream, limit=-1) -> int    pumps stream.readinto() straight into the
 //                                      session's own buffer (ota_core_space/commit), in C
@@ -14,6 +15,7 @@
 //       .sha() -> bytes                SHA-256 of the bytes received so far
 //       .nbytes, .flashed              bytes received; of those, bytes on flash (the rest is
 //                                      in the buffer until its 4 KB is complete, or finish())
+//       .erased                        the slot is known erased from .flashed up to here
 //       .partition, .head              target label, the first bytes held
 //   _ota.running() / boot() / next_update() -> label or None
 //   _ota.state(label) -> int or None   esp_ota_get_state_partition()
@@ -107,18 +109,19 @@ extern const mp_obj_type_t ota_update_type;
 
 static mp_obj_t ota_update_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw,
     const mp_obj_t *all_args) {
-    enum { ARG_length, ARG_confirm, ARG_progress, ARG_offset };
+    enum { ARG_length, ARG_confirm, ARG_progress, ARG_offset, ARG_erased };
     static const mp_arg_t allowed_args[] = {
         { MP_QSTR_length, MP_ARG_INT, {.u_int = 0} },
         { MP_QSTR_confirm, MP_ARG_BOOL, {.u_bool = false} },
         { MP_QSTR_progress, MP_ARG_OBJ, {.u_rom_obj = MP_ROM_NONE} },
         { MP_QSTR_offset, MP_ARG_INT, {.u_int = 0} },
+        { MP_QSTR_erased, MP_ARG_INT, {.u_int = 0} },
     };
     mp_arg_val_t args[MP_ARRAY_SIZE(allowed_args)];
     mp_arg_parse_all_kw_array(n_args, n_kw, all_args, MP_ARRAY_SIZE(allowed_args), allowed_args,
         args);
-    if (args[ARG_length].u_int < 0 || args[ARG_offset].u_int < 0) {
-        mp_raise_ValueError(MP_ERROR_TEXT("length and offset must be >= 0"));
+    if (args[ARG_length].u_int < 0 || args[ARG_offset].u_int < 0 || args[ARG_erased].u_int < 0) {
+        mp_raise_ValueError(MP_ERROR_TEXT("length, offset and erased must be >= 0"));
     }
     ota_update_obj_t *self = mp_obj_malloc_with_finaliser(ota_update_obj_t, type);
     self->progress = args[ARG_progress].u_obj;
@@ -127,6 +130,12 @@ static mp_obj_t ota_update_make_new(const mp_obj_type_t *type, size_t n_args, si
     MP_THREAD_GIL_EXIT();
     esp_err_t err = ota_core_begin_at(&self->core, args[ARG_length].u_int,
         args[ARG_confirm].u_bool ? OTA_CORE_CONFIRM : 0, args[ARG_offset].u_int, NULL, 0);
+    if (err == ESP_OK && args[ARG_erased].u_int) {
+        err = ota_core_assume_erased(&self->core, args[ARG_erased].u_int);
+        if (err != ESP_OK) {
+            ota_core_abort(&self->core);
+        }
+    }
     self->reported = self->core.received;
     MP_THREAD_GIL_ENTER();
     ota_check(err, self);
@@ -294,6 +303,8 @@ static void ota_update_attr(mp_obj_t self_in, qstr attr, mp_obj_t *dest) {
         dest[0] = mp_obj_new_int_from_uint(self->core.received);
     } else if (attr == MP_QSTR_flashed) {
         dest[0] = mp_obj_new_int_from_uint(self->core.written);
+    } else if (attr == MP_QSTR_erased) {
+        dest[0] = mp_obj_new_int_from_uint(ota_core_erased(&self->core));
     } else if (attr == MP_QSTR_partition) {
         dest[0] = self->core.part ? mp_obj_new_str(self->core.part->label,
             strlen(self->core.part->label)) : mp_const_none;

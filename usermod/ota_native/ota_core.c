@@ -14,6 +14,7 @@
 #define SECTOR (4096)
 #define ALIGN_UP(n, a) (((n) + (a) - 1) / (a) * (a))
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 #define OTA_HUGE (1LL << 30)
 
 #if OTA_BUFFER_SIZE % SECTOR
@@ -280,6 +281,19 @@ esp_err_t ota_core_begin_at(ota_core_t *s, size_t expected_len, uint32_t flags, 
     #endif
 }
 
+esp_err_t ota_core_assume_erased(ota_core_t *s, size_t end) {
+    if (s->state != OTA_CORE_WRITING || !s->resume_at || s->written != s->resume_at
+        || s->fill || end % SECTOR || end < s->resume_at || end > s->part->size) {
+        return ESP_ERR_INVALID_ARG;
+    }
+    s->erased = MAX(s->erased, end);
+    return ESP_OK;
+}
+
+size_t ota_core_erased(const ota_core_t *s) {
+    return s->written % SECTOR || s->state == OTA_CORE_DONE ? s->written : s->erased;
+}
+
 // Erase the partition up to `end` (bytes), in 64 KB blocks (after a resume, sectors up to the
 // first block boundary).
 static esp_err_t erase_to(ota_core_t *s, size_t end) {
@@ -358,6 +372,7 @@ static esp_err_t flush(ota_core_t *s) {
         err = esp_ota_write(s->handle, s->buf, s->fill);
     }
     if (err != ESP_OK) {
+        s->erased = MIN(s->erased, s->written); // a failed program may have left bits beyond
         return fail(s, err);
     }
     s->written += s->fill;

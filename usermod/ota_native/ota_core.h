@@ -107,6 +107,16 @@ esp_err_t ota_core_begin(ota_core_t *s, size_t expected_len, uint32_t flags);
 // (ESP-IDF v5.3.3, v5.4.2, v5.5 and later; ESP_ERR_NOT_SUPPORTED on older versions).
 esp_err_t ota_core_begin_at(ota_core_t *s, size_t expected_len, uint32_t flags, size_t offset,
     uint8_t *buf, size_t buf_len);
+// After ota_core_begin_at(): the partition is known to be erased from the resume offset up to
+// `end` (a multiple of 4 KB), so those sectors are not erased again. Only what the same boot
+// saw can say so: ota_core_erased() of the session that stopped there (ota/download.py keeps
+// it across a network drop, and in its state file after an update it gave up cleanly). A
+// wrong claim cannot install a bad image: finish() checks every byte (esp_ota_end(), verify).
+esp_err_t ota_core_assume_erased(ota_core_t *s, size_t end);
+// Where the partition is known erased up to, past the bytes on flash (ota_core_t.written): the
+// end of the last block erased ahead of the data; `written` itself after a failed program or
+// when the data ends inside a sector.
+size_t ota_core_erased(const ota_core_t *s);
 // Append data to the image.
 esp_err_t ota_core_write(ota_core_t *s, const uint8_t *data, size_t len);
 // Where the next bytes of the image go, for a reader that fills the session's buffer itself

@@ -23,6 +23,8 @@ _p = ctypes.c_void_p
 _sz = ctypes.c_size_t
 for _name, _res, _args in (
     ("ota_core_begin_at", ctypes.c_int, [_p, _sz, ctypes.c_uint32, _sz, _p, _sz]),
+    ("ota_core_assume_erased", ctypes.c_int, [_p, _sz]),
+    ("ota_core_erased", _sz, [_p]),
     ("ota_core_write", ctypes.c_int, [_p, _p, _sz]),
     ("ota_core_check_read", ctypes.c_int, [_p, ctypes.c_longlong, _sz, ctypes.c_char_p]),
     ("ota_core_space", _p, [_p, ctypes.POINTER(_sz)]),
@@ -93,9 +95,9 @@ def _check(err, upd=None):
 
 
 class Update:
-    def __init__(self, length=0, confirm=False, progress=None, offset=0):
-        if length < 0 or offset < 0:
-            raise ValueError("length and offset must be >= 0")
+    def __init__(self, length=0, confirm=False, progress=None, offset=0, erased=0):
+        if length < 0 or offset < 0 or erased < 0:
+            raise ValueError("length, offset and erased must be >= 0")
         self._core = ctypes.create_string_buffer(_lib.ota_ffi_core_size())
         self._expect_sha = ctypes.create_string_buffer(32)
         self._expect_len = 0
@@ -103,6 +105,10 @@ class Update:
         self._reported = 0
         self._freed = False
         err = _lib.ota_core_begin_at(self._core, length, 1 if confirm else 0, offset, None, 0)
+        if not err and erased:
+            err = _lib.ota_core_assume_erased(self._core, erased)
+            if err:
+                _lib.ota_core_abort(self._core)
         self._reported = self.nbytes
         _check(err, self)
 
@@ -182,6 +188,10 @@ class Update:
     @property
     def flashed(self):
         return _lib.ota_ffi_written(self._core)
+
+    @property
+    def erased(self):
+        return _lib.ota_core_erased(self._core)
 
     @property
     def partition(self):
