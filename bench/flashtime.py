@@ -22,11 +22,12 @@ API for reference; the seed image through ota.update.from_file() over HTTP (127.
 server) with the device's TCP stack handing over 536, 1460 or 4096 bytes per read
 ($ESPSIM_RECV_MAX); a steady-state device (it has taken an update before: both otadata entries
 valid, so esp_ota_begin() erases the inactive one, ESP-IDF v5.5 with rollback on); an update
-cut at 50 % and resumed (both runs counted); the original project's code on the simulator when
-$ORIGINAL_OTA_DIR names a checkout of glenn20/micropython-esp32-ota (else its writes modeled:
-4 KB writeblocks, as ESP-IDF's sequential-writes row); realistic images (host/mpota/images.py)
-and, when $MPOTA_REFERENCE names it, the real v1.28.0 ESP32-C3 image. Then the end-to-end time
-model: download + flash per link speed.
+cut at 50 % (abort(), as after a dropped connection) and resumed by a new OTA(start=, erased=)
+with what the first one reported (both runs counted); the original project's code on the
+simulator when $ORIGINAL_OTA_DIR names a checkout of glenn20/micropython-esp32-ota (else its
+writes modeled: 4 KB writeblocks, as ESP-IDF's sequential-writes row); realistic images
+(host/mpota/images.py) and, when $MPOTA_REFERENCE names it, the real v1.28.0 ESP32-C3 image.
+Then the end-to-end time model: download + flash per link speed.
 
   python bench/flashtime.py [--chart bench/flashtime.png] [--sizes 65536,1525536,3145728]
 """
