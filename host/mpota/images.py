@@ -20,6 +20,7 @@ from the arguments, so that two builds differ everywhere.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import random
 import struct
 
@@ -210,6 +211,25 @@ def _up(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
 
+def _rodata_segment(rng, desc, strings, n, size):
+    """DROM of n bytes: the app description, then pseudo-random rodata with each string block
+    at a 4-aligned offset, in order, spread over it."""
+    drom = bytearray(_code(rng, n - 256))
+    if len(drom) < sum(map(len, strings)) + 64:
+        raise ValueError(f"cannot build an app image of {size} bytes: too small")
+    room = len(drom) - sum(map(len, strings))
+    cuts = sorted(rng.randrange(room) // 4 * 4 for _ in strings)
+    pos = 0
+    prev = 0
+    out = bytearray()
+    for cut, blk in zip(cuts, strings, strict=True):
+        out += drom[prev : prev + cut - pos] + blk
+        prev += cut - pos
+        pos = cut
+    out += drom[prev : prev + room - pos]
+    return desc + bytes(out)
+
+
 def app_image(
     version: str = "v1.24.0",
     size: int | None = None,
@@ -221,6 +241,9 @@ def app_image(
     idf_ver: str = "v5.5.2",
     digest: bool = True,
     secure_version: int = 0,
+    code: bytes | None = None,
+    rodata: bytes | None = None,
+    seed: str | None = None,
 ) -> bytes:
     """A bootable app image of MicroPython `version` (its git tag or `git describe`) for `chip`,
     as MicroPython's esp32 port builds it. `size` (bytes, a multiple of 16) gives its exact
@@ -228,11 +251,22 @@ def app_image(
     PROJECT_VER; `board` replaces MICROPY_HW_BOARD_NAME; `date` is MICROPY_BUILD_DATE
     (YYYY-MM-DD, default: derived from the version); `build` seeds what differs between two
     builds of the same source (app_elf_sha256, section sizes); `digest=False` leaves out the
-    appended SHA-256 (hash_appended = 0)."""
+    appended SHA-256 (hash_appended = 0).
+
+    `code` (machine code, e.g. a real build's .text) is the flash-mapped code segment (IROM)
+    as it is, and `rodata` follows the firmware's strings in DROM as it is, in place of the
+    pseudo-random bytes (the image's length then follows from them: no `size`); app_elf_sha256
+    is then a hash of both. `seed` replaces what the rest of the image (the RAM segments, build
+    time) is derived from, so that two images made with one seed differ only where their
+    version, code and rodata do."""
     if chip not in CHIPS:
         raise ValueError(f"unknown chip {chip!r} (one of {', '.join(CHIPS)})")
+    if code is not None and size is not None:
+        raise ValueError("give either the code or the size of the image, not both")
     c = CHIPS[chip]
-    rng = random.Random(f"{version} {chip} {project_version} {board} {date} {build} {idf_ver}")
+    rng = random.Random(
+        seed or f"{version} {chip} {project_version} {board} {date} {build} {idf_ver}"
+    )
     if date is None:
         # A stable date per version: 2024-01-01 plus a day per minor and micro release.
         nums = [int(x) for x in release(version).split("-")[0].split(".")[:3] if x.isdigit()]
@@ -242,9 +276,10 @@ def app_image(
     d = datetime.date.fromisoformat(date)
     cdate = f"{d.strftime('%b')} {d.day:2d} {d.year}"  # __DATE__
     ctime = "%02d:%02d:%02d" % (rng.randrange(24), rng.randrange(60), rng.randrange(60))
-    desc = app_desc(
-        project_version, "", idf_ver, cdate, ctime, secure_version, elf_sha256=rng.randbytes(32)
-    )
+    elf_sha256 = rng.randbytes(32)
+    if code is not None or rodata is not None:
+        elf_sha256 = hashlib.sha256((code or b"") + (rodata or b"")).digest()
+    desc = app_desc(project_version, "", idf_ver, cdate, ctime, secure_version, elf_sha256)
     jitter = [rng.randrange(-0x800, 0x800) // 4 * 4 for _ in range(4)]
     drom_n, dram_n, iram_n, irom_n = (max(64, n + j) for n, j in zip(c.sizes, jitter, strict=True))
     default_total = drom_n + dram_n + iram_n + irom_n
@@ -257,21 +292,10 @@ def app_image(
         small = size < MMU_PAGE + 0x3000  # no room for IROM on the second MMU page
 
     strings = _rodata(version, date, chip, board, idf_ver)
-    drom = bytearray(_code(rng, drom_n - 256))
-    if len(drom) < sum(map(len, strings)) + 64:
-        raise ValueError(f"cannot build an app image of {size} bytes: too small")
-    # Place each string block at a 4-aligned offset, in order, spread over the rodata.
-    room = len(drom) - sum(map(len, strings))
-    cuts = sorted(rng.randrange(room) // 4 * 4 for _ in strings)
-    pos = 0
-    prev = 0
-    out = bytearray()
-    for cut, blk in zip(cuts, strings, strict=True):
-        out += drom[prev : prev + cut - pos] + blk
-        prev += cut - pos
-        pos = cut
-    out += drom[prev : prev + room - pos]
-    drom = desc + bytes(out)
+    if rodata is not None:  # the firmware's strings, then the given rodata as it is
+        drom = desc + b"".join(strings) + rodata + bytes(-len(rodata) % 4)
+    else:
+        drom = _rodata_segment(rng, desc, strings, drom_n, size)
     dram = _code(rng, dram_n)
     iram = _code(rng, iram_n)
     rtc = [(a, _code(rng, n)) for a, n in c.rtc]
@@ -284,7 +308,11 @@ def app_image(
     grow = irom_n if size is None else max(4, size - (drom_n + dram_n + iram_n)) // 4 * 4
     if small:
         grow = max(4, size - drom_n - dram_n - 0x200) // 4 * 4
-    fill = _code(rng, grow + 2 * MMU_PAGE)
+    if code is not None:
+        fill = code + bytes(-len(code) % 4)
+        grow = len(fill)
+    else:
+        fill = _code(rng, grow + 2 * MMU_PAGE)
 
     def build_image(n: int) -> bytes:
         img = _image(chip, digest)
