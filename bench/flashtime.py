@@ -23,7 +23,10 @@ server) with the device's TCP stack handing over 536, 1460 or 4096 bytes per rea
 ($ESPSIM_RECV_MAX); a steady-state device (it has taken an update before: both otadata entries
 valid, so esp_ota_begin() erases the inactive one, ESP-IDF v5.5 with rollback on); an update
 cut at 50 % (abort(), as after a dropped connection) and resumed by a new OTA(start=, erased=)
-with what the first one reported (both runs counted); the original project's code on the
+with what the first one reported (both runs counted); a power cut at 50 % of from_file() over
+HTTP, then the same call again, which resumes from its state file (both runs counted: a cut
+leaves nothing known erased past the saved offset, so the resumed run erases its block again
+and programs and downloads again what came after it); the original project's code on the
 simulator when $ORIGINAL_OTA_DIR names a checkout of glenn20/micropython-esp32-ota (else its
 writes modeled: 4 KB writeblocks, as ESP-IDF's sequential-writes row); realistic images
 (host/mpota/images.py) and, when $MPOTA_REFERENCE names it, the real v1.28.0 ESP32-C3 image.
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import hashlib
 import json
 import os
 import sys
@@ -112,6 +116,23 @@ with open({image!r}, "rb") as f, OTA(verbose=False, length={length}, backend={ba
                                       start={start}, erased={erased}) as ota:
     f.seek({start})
     ota.write_file(f)
+"""
+# A power cut at 50 % of a download (progress() resets the board: no abort(), the state file as
+# the last 64 KB step saved it), then the same call again: it resumes from the state file.
+CUT_HTTP = """
+import json, machine, ota.update
+def cut(n, total):
+    if n >= {half}:
+        c1 = counts()
+        print(json.dumps(dict((k, c1[k] - c0[k]) for k in c1)))
+        machine.reset()
+ota.update.from_file({url!r}, sha={sha!r}, length={length}, verbose=False, reboot=False,
+                     backend={backend!r}, progress=cut)
+"""
+RESUME_HTTP = """
+import ota.update
+ota.update.from_file({url!r}, sha={sha!r}, length={length}, verbose=False, reboot=False,
+                     backend={backend!r})
 """
 ORIGINAL = """
 from ota.update import OTA
@@ -238,6 +259,30 @@ def run_resumed(work, image, runtime, heap, backend) -> dict:
     return _add(_counts(out), c2)
 
 
+def run_cut(work, image, runtime, heap, backend, base) -> dict:
+    """Power cut at 50 % of a download over HTTP, then resumed from the state file: both runs'
+    operations (the first run's up to the cut)."""
+    flash, img = _device(work, "cut", image)
+    cwd = work / "cut"
+    cwd.mkdir(exist_ok=True)
+    args = dict(
+        url=f"{base}/{img.name}",
+        sha=hashlib.sha256(image).hexdigest(),
+        length=len(image),
+        backend=backend,
+    )
+    code = COUNTS.format(kinds=KINDS) + CUT_HTTP.format(half=len(image) // 2, **args)
+    r = simdev.run(flash, code, runtime, heap=heap, timeout=900, cwd=cwd)
+    if "espsim: hard reset" not in r.stdout + r.stderr:
+        raise RuntimeError(f"the cut did not happen:\n{r.stdout}{r.stderr}")
+    c1 = json.loads([x for x in r.stdout.splitlines() if x.startswith("{")][-1])
+    code = COUNTS.format(kinds=KINDS) + RESUME_HTTP.format(**args) + REPORT
+    out = _run(flash, code, runtime, heap, cwd=cwd)
+    if (cwd / "ota_resume.json").exists():
+        raise RuntimeError("the resumed update left its state file")
+    return _add(c1, _counts(out))
+
+
 def run_original(work, image, checkout: Path) -> dict:
     """glenn20/micropython-esp32-ota's own code (its mip/ota package) on the simulator."""
     flash, img = _device(work, "original", image)
@@ -336,6 +381,20 @@ def measure(sizes=SIZES, full=True, user_size=images.SEED_IMAGE_SIZE) -> list[di
                 _row(rows, name, f"steady-state device: {label}", len(seed), c)
                 c = run_resumed(work, seed, rt, heap, backend)
                 _row(rows, name, f"cut at 50 % and resumed: {label}", len(seed), c)
+            server = serve.start(str(work))
+            base = "http://127.0.0.1:%d" % server.server_address[1]
+            try:
+                for label, runtime, heap, backend in USER:
+                    rt = native_rt if backend == "native" else runtime
+                    # The state file and the cut's own code need more heap than 192K leaves
+                    # beside a 64 KB buffer in both runs.
+                    heap = "256K" if backend == "pure" else heap
+                    c = run_cut(work, seed, rt, heap, backend, base)
+                    _row(
+                        rows, name, f"power cut at 50 %, from_file() again: {label}", len(seed), c
+                    )
+            finally:
+                server.shutdown()
             checkout = os.environ.get("ORIGINAL_OTA_DIR")
             if checkout:
                 c = run_original(work, seed, Path(checkout) / "mip")

@@ -36,6 +36,11 @@ def _reserve():
         from espsim import device
 
         device.current()
+        from espsim import identity
+
+        # The running image's banner, read now (16 KB at a time) and kept: os.uname() on a
+        # board is C and takes nothing from the heap the device code has.
+        identity.running_banner()
     except Exception:  # noqa: BLE001 - no flash here: the device code will say so
         pass
     gc.collect()
