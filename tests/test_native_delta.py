@@ -2,7 +2,9 @@
 over the host backend, on real detools patches made by host/mpota/delta.py for the pairs of
 host/mpota/pairs.py; and its output against python/ota/delta.py's applier and detools'."""
 
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,34 @@ for what, p, n in bad:
     a, b = run(_ota.Patch, "ota_0", p, n), run(dev.Patch, old, p, n)
     print("error", what, repr(a)[:80], "same" if a == b and str(a).startswith("Val") else "differ")
 """
+
+
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind is not installed")
+def test_applier_instruction_counts(capsys):
+    """bench/applier.py (bench/delta.py's speed()) on a small pair: every applier counted, in
+    the order their byte-adds imply, and the old-image reads per MB follow the buffer size."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import applier
+    finally:
+        sys.path.pop(0)
+    old = image("v1.22.0", 131_088)
+    new = pairs.variant(old, "frozen")
+    lines = applier.counts(old, new, delta.detools_patch(old, new))
+    print("\n".join(lines))
+
+    def per_mb(prefix):
+        row = next(ln for ln in lines if ln.startswith("| " + prefix))
+        return int(row.split(" | ")[2].replace(",", ""))
+
+    c = per_mb("C, ")
+    viper, swar, loop = (per_mb("Python, " + k) for k in ("viper", "big-integer", "plain"))
+    assert 0 < c < viper < swar < loop
+    reads = {}
+    for b in applier.BUFS:
+        row = next(ln for ln in lines if ln.startswith(f"| {b} B |")).split(" | ")
+        assert int(row[1].replace(",", "")) > 0
+        reads[b] = int(row[2].replace(",", ""))
+    # a window read once as the patch walks forward: reads per MB = MB / buffer, near enough
+    for b in applier.BUFS:
+        assert abs(reads[b] - (1 << 20) // b) <= 2, reads

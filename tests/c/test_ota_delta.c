@@ -427,8 +427,9 @@ static int apply_once(const char *kind) {
         i += used;
         made += m;
     }
-    printf("%s: %zu bytes made, error 0x%x, old-image buffer %u bytes\n", kind, made,
-        (unsigned)err, (unsigned)OTA_DELTA_OLD_BUF);
+    printf("%s: %zu bytes made, error 0x%x, %u reads of the old image, buffer %u bytes\n",
+        kind, made, (unsigned)err, (unsigned)ota_host_counts()->read_ops,
+        (unsigned)OTA_DELTA_OLD_BUF);
     return err != ESP_OK || made != img.len;
 }
 
