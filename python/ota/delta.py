@@ -144,9 +144,10 @@ class Patch:
         self.blk = -1
         self.one = bytearray(1)
         if cp:
-            self.out, self.frm, self.phase, self.left = cp[1], cp[3], cp[4], cp[5]
-            if self.phase not in (_DIFF, _EXTRA):
+            self.out, self.frm = cp[1], cp[3]
+            if cp[4] not in (_DIFF, _EXTRA):
                 raise ValueError("The transfer's checkpoint is not in a diff or extra block.")
+            self._block(cp[4], cp[5])
         else:
             self.out, self.frm, self.phase, self.left = 0, 0, _START, 0
 
@@ -169,8 +170,7 @@ class Patch:
             sh += 7
         return -v if neg else v
 
-    def _block(self, phase):
-        n = self._size()
+    def _block(self, phase, n):
         if n < 0 or self.out + n > self.length:
             raise ValueError("The patch's blocks run past the new image: corrupted patch.")
         if phase == _DIFF and (self.frm < 0 or self.frm + n > self.old_len):
@@ -189,9 +189,9 @@ class Patch:
                 raise ValueError("The patch makes an image of another length.")
             if self._size() != 0:
                 raise ValueError("detools data-format patches are not supported.")
-            self._block(_DIFF)
+            self._block(_DIFF, self._size())
         elif p == _DIFF:
-            self._block(_EXTRA)
+            self._block(_EXTRA, self._size())
         elif p == _EXTRA:
             self.frm += self._size()
             if self.out >= self.length:
@@ -199,7 +199,7 @@ class Patch:
                 if self.src.readinto(self.one):
                     raise ValueError("The patch goes on past its end: corrupted.")
                 return False
-            self._block(_DIFF)
+            self._block(_DIFF, self._size())
         else:
             return False
         return True
@@ -244,6 +244,20 @@ class Patch:
 
     def close(self):
         pass
+
+
+# The applier for a patch: the core's, in C (_ota.Patch: usermod/ota_native/ota_delta.c), with
+# the native backend when the firmware has it, else Patch above. Returns (applier, "C" or
+# "Python").
+def applier(src, old, old_length, length, cp=None, backend="pure"):
+    if backend == "native":
+        try:
+            from _ota import Patch as C
+        except ImportError:
+            pass
+        else:
+            return C(src, old, old_length, length, cp), "C"
+    return Patch(src, old, old_length, length, cp), "Python"
 
 
 # SHA-256 (hex) of the first n bytes of partition part.

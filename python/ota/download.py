@@ -348,7 +348,10 @@ class Download:
         body = delta.Inflate(tap, h.wbits)
         if h.kind == delta.KIND_PATCH:
             cp = h.at(start) if start else None
-            body = delta.Patch(body, _running(), t["from_length"], self.length, cp)
+            body, lang = delta.applier(
+                body, _running(), t["from_length"], self.length, cp, self.ota.backend
+            )
+            self.say("Patch applier: %s." % lang)
         return tap, body
 
     def _mpz_end(self, tap, body, at):

@@ -1,6 +1,6 @@
 #!/bin/sh
-# Compile check of the _ota module (modota.c, ota_core.c, ota_sha256.c, ota_sig.c) for
-# MicroPython's esp32 port: with the port's own compiler flags, include directories, sdkconfig.h
+# Compile check of the _ota module (modota.c, ota_core.c, ota_delta.c, ota_sha256.c, ota_sig.c)
+# for MicroPython's esp32 port: with the port's own compiler flags, include directories, sdkconfig.h
 # and generated headers, taken from a configured ports/esp32 build (compile_commands.json).
 # Nothing is linked; each file is compiled to an object (-c) exactly as the port's build would.
 #
@@ -65,7 +65,7 @@ for e in json.load(open(build + "/compile_commands.json")):
     print("%-12s %s" % (name, "ok" if r.returncode == 0 else "FAILED"))
     sys.stdout.write(r.stdout + r.stderr)
     failed += r.returncode != 0
-want = {"modota.c", "ota_core.c", "ota_sha256.c", "ota_sig.c"}
+want = {"modota.c", "ota_core.c", "ota_delta.c", "ota_sha256.c", "ota_sig.c"}
 if done != want:
     print("not in compile_commands.json:", sorted(want - done))
     failed += 1

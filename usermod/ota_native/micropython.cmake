@@ -6,6 +6,7 @@ add_library(usermod_ota_native INTERFACE)
 target_sources(usermod_ota_native INTERFACE
     ${CMAKE_CURRENT_LIST_DIR}/modota.c
     ${CMAKE_CURRENT_LIST_DIR}/ota_core.c
+    ${CMAKE_CURRENT_LIST_DIR}/ota_delta.c
     ${CMAKE_CURRENT_LIST_DIR}/ota_sha256.c
     ${CMAKE_CURRENT_LIST_DIR}/ota_sig.c
 )

@@ -5,6 +5,7 @@ OTA_NATIVE_DIR := $(USERMOD_DIR)
 
 SRC_USERMOD_C += $(OTA_NATIVE_DIR)/modota.c
 SRC_USERMOD_LIB_C += $(OTA_NATIVE_DIR)/ota_core.c
+SRC_USERMOD_LIB_C += $(OTA_NATIVE_DIR)/ota_delta.c
 SRC_USERMOD_LIB_C += $(OTA_NATIVE_DIR)/ota_sha256.c
 SRC_USERMOD_LIB_C += $(OTA_NATIVE_DIR)/ota_sig.c
 SRC_USERMOD_LIB_C += $(addprefix $(OTA_NATIVE_DIR)/host/,ota_host.c soc_host.c \

@@ -22,6 +22,13 @@
 //   _ota.describe(label) -> (version, project, date, time, idf_ver) or None
 //   _ota.set_boot(label), mark_valid(), mark_invalid_and_reboot(), rollback_possible()
 //   _ota.verify_signature(key, digest, signature) -> bool     ECDSA P-256 (mbedtls)
+//   _ota.Patch(src, old, old_length, length, cp=None)    the core's delta-patch applier
+//                                      (ota_delta.c): a detools sequential patch read from
+//                                      stream src, applied to the image in partition `old` (a
+//                                      label, or an esp32.Partition); cp: the MPZ1 checkpoint
+//                                      (comp, out, pay, frm, phase, left) src starts at
+//       .readinto(buf) -> int          bytes of the new image (0: complete)
+//       .close()
 //   _ota.flash_counts() -> (erase_4k, erase_64k, program_pages, program_bytes, read_ops,
 //                           read_bytes)        host builds only (the simulated flash)
 
@@ -34,6 +41,7 @@
 
 #include "ota_config.h"
 #include "ota_core.h"
+#include "ota_delta.h"
 #include "ota_sig.h"
 #if OTA_HOST_BACKEND
 #include "ota_host.h"
@@ -350,6 +358,161 @@ static const esp_partition_t *ota_find(mp_obj_t label) {
     return p;
 }
 
+// The delta-patch applier: the core's state machine (ota_delta.c) and the patch bytes read from
+// src but not yet taken by it. src is read OTA_DELTA_IN_BUF bytes at a time into `in`: native
+// streams directly, others through their readinto() with a bytearray that refers to `in`
+// (made once per object).
+typedef struct _ota_patch_obj_t {
+    mp_obj_base_t base;
+    mp_obj_t src;
+    mp_obj_t view;
+    size_t pos; // in[pos:fill) is still to be taken
+    size_t fill;
+    bool ended; // the image is complete and src was found to end there
+    ota_delta_t delta;
+    uint8_t in[OTA_DELTA_IN_BUF];
+} ota_patch_obj_t;
+
+static mp_obj_t ota_patch_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw,
+    const mp_obj_t *all_args) {
+    enum { ARG_src, ARG_old, ARG_old_length, ARG_length, ARG_cp };
+    static const mp_arg_t allowed_args[] = {
+        { MP_QSTR_src, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_rom_obj = MP_ROM_NONE} },
+        { MP_QSTR_old, MP_ARG_REQUIRED | MP_ARG_OBJ, {.u_rom_obj = MP_ROM_NONE} },
+        { MP_QSTR_old_length, MP_ARG_REQUIRED | MP_ARG_INT, {.u_int = 0} },
+        { MP_QSTR_length, MP_ARG_REQUIRED | MP_ARG_INT, {.u_int = 0} },
+        { MP_QSTR_cp, MP_ARG_OBJ, {.u_rom_obj = MP_ROM_NONE} },
+    };
+    mp_arg_val_t args[MP_ARRAY_SIZE(allowed_args)];
+    mp_arg_parse_all_kw_array(n_args, n_kw, all_args, MP_ARRAY_SIZE(allowed_args), allowed_args,
+        args);
+    if (args[ARG_old_length].u_int < 0 || args[ARG_length].u_int < 0) {
+        mp_raise_ValueError(MP_ERROR_TEXT("lengths must be >= 0"));
+    }
+    mp_obj_t label = args[ARG_old].u_obj;
+    if (!mp_obj_is_str(label)) { // a Partition: its info()[4]
+        mp_obj_t dest[2];
+        mp_load_method(label, MP_QSTR_info, dest);
+        label = mp_obj_subscr(mp_call_method_n_kw(0, 0, dest), MP_OBJ_NEW_SMALL_INT(4),
+            MP_OBJ_SENTINEL);
+    }
+    const esp_partition_t *old = ota_find(label);
+    ota_patch_obj_t *self = mp_obj_malloc(ota_patch_obj_t, type);
+    self->src = args[ARG_src].u_obj;
+    self->view = MP_OBJ_NULL;
+    self->pos = self->fill = 0;
+    self->ended = false;
+    esp_err_t err;
+    if (args[ARG_cp].u_obj == mp_const_none) {
+        err = ota_delta_begin(&self->delta, old, args[ARG_old_length].u_int,
+            args[ARG_length].u_int);
+    } else {
+        size_t n;
+        mp_obj_t *cp;
+        mp_obj_get_array(args[ARG_cp].u_obj, &n, &cp);
+        if (n < 6) {
+            mp_raise_ValueError(MP_ERROR_TEXT("cp must be (comp, out, pay, frm, phase, left)"));
+        }
+        err = ota_delta_begin_at(&self->delta, old, args[ARG_old_length].u_int,
+            args[ARG_length].u_int, mp_obj_get_int(cp[1]), mp_obj_get_int(cp[3]),
+            mp_obj_get_int(cp[4]), mp_obj_get_int(cp[5]));
+    }
+    ota_check(err, NULL);
+    return MP_OBJ_FROM_PTR(self);
+}
+
+// Read the next patch bytes from src into self->in; 0 at its end.
+static size_t ota_patch_read(ota_patch_obj_t *self) {
+    mp_obj_t dest[3];
+    mp_load_method(self->src, MP_QSTR_readinto, dest);
+    for (;;) {
+        mp_int_t n;
+        if (dest[0] == MP_OBJ_FROM_PTR(&mp_stream_readinto_obj)) {
+            int errcode;
+            mp_uint_t r = mp_get_stream(self->src)->read(self->src, self->in, sizeof(self->in),
+                &errcode);
+            if (r == MP_STREAM_ERROR) {
+                if (mp_is_nonblocking_error(errcode)) {
+                    continue;
+                }
+                mp_raise_OSError(errcode);
+            }
+            n = r;
+        } else {
+            if (self->view == MP_OBJ_NULL) {
+                self->view = mp_obj_new_bytearray_by_ref(sizeof(self->in), self->in);
+            }
+            dest[2] = self->view;
+            mp_obj_t r = mp_call_method_n_kw(1, 0, dest);
+            n = r == mp_const_none ? 0 : mp_obj_get_int(r); // None: no more bytes
+            if (n < 0 || (size_t)n > sizeof(self->in)) {
+                mp_raise_msg_varg(&mp_type_ValueError,
+                    MP_ERROR_TEXT("Stream error: readinto() returned %d for a buffer of %d "
+                    "bytes."), (int)n, (int)sizeof(self->in));
+            }
+        }
+        self->pos = 0;
+        self->fill = n;
+        return n;
+    }
+}
+
+// Patch bytes from in[pos:fill) into image bytes at out (room bytes); the core's error raised.
+static size_t ota_patch_run(ota_patch_obj_t *self, uint8_t *out, size_t room) {
+    size_t used, made;
+    MP_THREAD_GIL_EXIT();
+    esp_err_t err = ota_delta_run(&self->delta, self->in + self->pos, self->fill - self->pos,
+        &used, out, room, &made);
+    MP_THREAD_GIL_ENTER();
+    self->pos += used;
+    ota_check(err, NULL);
+    return made;
+}
+
+static mp_obj_t ota_patch_readinto(mp_obj_t self_in, mp_obj_t buf_in) {
+    ota_patch_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    mp_buffer_info_t buf;
+    mp_get_buffer_raise(buf_in, &buf, MP_BUFFER_WRITE);
+    uint8_t *out = buf.buf;
+    size_t made = 0;
+    while (made < buf.len && !ota_delta_done(&self->delta)) {
+        if (self->pos == self->fill && ota_patch_read(self) == 0) {
+            ota_check(ota_delta_end(&self->delta), NULL); // the patch ends before the image
+        }
+        made += ota_patch_run(self, out + made, buf.len - made);
+    }
+    if (ota_delta_done(&self->delta) && !self->ended) {
+        // The image is complete: the patch must end here (a byte after it is the core's error).
+        if (self->pos == self->fill) {
+            ota_patch_read(self);
+        }
+        ota_patch_run(self, NULL, 0);
+        self->ended = true;
+    }
+    return mp_obj_new_int_from_uint(made);
+}
+static MP_DEFINE_CONST_FUN_OBJ_2(ota_patch_readinto_obj, ota_patch_readinto);
+
+static mp_obj_t ota_patch_close(mp_obj_t self_in) {
+    (void)self_in;
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_1(ota_patch_close_obj, ota_patch_close);
+
+static const mp_rom_map_elem_t ota_patch_locals_dict_table[] = {
+    { MP_ROM_QSTR(MP_QSTR_readinto), MP_ROM_PTR(&ota_patch_readinto_obj) },
+    { MP_ROM_QSTR(MP_QSTR_close), MP_ROM_PTR(&ota_patch_close_obj) },
+};
+static MP_DEFINE_CONST_DICT(ota_patch_locals_dict, ota_patch_locals_dict_table);
+
+MP_DEFINE_CONST_OBJ_TYPE(
+    ota_patch_type,
+    MP_QSTR_Patch,
+    MP_TYPE_FLAG_NONE,
+    make_new, ota_patch_make_new,
+    locals_dict, &ota_patch_locals_dict
+    );
+
 static mp_obj_t ota_running(void) {
     return ota_label(ota_core_partition(OTA_CORE_RUNNING));
 }
@@ -461,6 +624,7 @@ static MP_DEFINE_CONST_FUN_OBJ_0(ota_flash_counts_obj, ota_flash_counts);
 static const mp_rom_map_elem_t ota_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR__ota) },
     { MP_ROM_QSTR(MP_QSTR_Update), MP_ROM_PTR(&ota_update_type) },
+    { MP_ROM_QSTR(MP_QSTR_Patch), MP_ROM_PTR(&ota_patch_type) },
     { MP_ROM_QSTR(MP_QSTR_running), MP_ROM_PTR(&ota_running_obj) },
     { MP_ROM_QSTR(MP_QSTR_boot), MP_ROM_PTR(&ota_boot_obj) },
     { MP_ROM_QSTR(MP_QSTR_next_update), MP_ROM_PTR(&ota_next_update_obj) },

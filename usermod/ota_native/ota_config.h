@@ -17,4 +17,14 @@
 #define OTA_ERASE_BLOCK (65536)
 #endif
 
+// Delta patches (ota_delta.c): bytes of the old image read per esp_partition_read() (a power
+// of two that divides 4096; the buffer lives inside the applier's state), and bytes of the patch
+// read per readinto() of its stream (in the binding's Patch object).
+#ifndef OTA_DELTA_OLD_BUF
+#define OTA_DELTA_OLD_BUF (1024)
+#endif
+#ifndef OTA_DELTA_IN_BUF
+#define OTA_DELTA_IN_BUF (1024)
+#endif
+
 #endif

@@ -202,6 +202,34 @@ void ota_core_message(const ota_core_t *s, esp_err_t err, size_t expect_len,
                     "%u bytes.", s ? (int)s->bad_count : 0, (unsigned)(s ? s->bad_asked : 0));
             }
             break;
+        case OTA_ERR_DELTA_TRUNCATED:
+            snprintf(out, out_len, "The patch is truncated.");
+            break;
+        case OTA_ERR_DELTA_SIZE:
+            snprintf(out, out_len, "The patch holds a size that is too large: corrupted.");
+            break;
+        case OTA_ERR_DELTA_PAST_END:
+            snprintf(out, out_len, "The patch's blocks run past the new image: corrupted patch.");
+            break;
+        case OTA_ERR_DELTA_OUTSIDE:
+            snprintf(out, out_len, "The patch reads outside the old image: corrupted patch.");
+            break;
+        case OTA_ERR_DELTA_KIND:
+            snprintf(out, out_len, "The patch is not a detools sequential patch without "
+                "compression.");
+            break;
+        case OTA_ERR_DELTA_LENGTH:
+            snprintf(out, out_len, "The patch makes an image of another length.");
+            break;
+        case OTA_ERR_DELTA_DATA_FORMAT:
+            snprintf(out, out_len, "detools data-format patches are not supported.");
+            break;
+        case OTA_ERR_DELTA_TRAILING:
+            snprintf(out, out_len, "The patch goes on past its end: corrupted.");
+            break;
+        case OTA_ERR_DELTA_CHECKPOINT:
+            snprintf(out, out_len, "The transfer's checkpoint is not in a diff or extra block.");
+            break;
         default:
             snprintf(out, out_len, "OTA error 0x%x.", (unsigned)err);
             break;

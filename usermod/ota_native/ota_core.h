@@ -56,6 +56,16 @@
 #define OTA_ERR_KEY (OTA_ERR_BASE + 12) // not an ECDSA P-256 public key
 #define OTA_ERR_SIGNATURE (OTA_ERR_BASE + 13) // a signature that does not verify
 #define OTA_ERR_STREAM (OTA_ERR_BASE + 14) // a stream's readinto() returned an impossible count
+// Errors of a delta patch (ota_delta.c), worded as python/ota/delta.py words them
+#define OTA_ERR_DELTA_TRUNCATED (OTA_ERR_BASE + 15) // the patch ends before the image does
+#define OTA_ERR_DELTA_SIZE (OTA_ERR_BASE + 16) // a size of more than 41 bits
+#define OTA_ERR_DELTA_PAST_END (OTA_ERR_BASE + 17) // a block runs past the new image
+#define OTA_ERR_DELTA_OUTSIDE (OTA_ERR_BASE + 18) // a diff block reads outside the old image
+#define OTA_ERR_DELTA_KIND (OTA_ERR_BASE + 19) // not sequential, or with compression
+#define OTA_ERR_DELTA_LENGTH (OTA_ERR_BASE + 20) // makes an image of another length
+#define OTA_ERR_DELTA_DATA_FORMAT (OTA_ERR_BASE + 21) // a detools data-format patch
+#define OTA_ERR_DELTA_TRAILING (OTA_ERR_BASE + 22) // bytes after the end of the patch
+#define OTA_ERR_DELTA_CHECKPOINT (OTA_ERR_BASE + 23) // a checkpoint not in a diff/extra block
 
 #define OTA_CORE_HEAD (288) // image header 24 + segment header 8 + esp_app_desc_t 256
 

@@ -1,6 +1,7 @@
 // Accessors for the CPython simulator's _ota (sim/espsim/modules/cp/_ota.py), which drives the
 // core through ctypes: sizes and fields it must not hard-code. Not part of any firmware.
 #include "ota_core.h"
+#include "ota_delta.h"
 
 size_t ota_ffi_core_size(void) {
     return sizeof(ota_core_t);
@@ -25,4 +26,8 @@ const char *ota_ffi_target(const ota_core_t *s) {
 
 const char *ota_ffi_label(const esp_partition_t *p) {
     return p ? p->label : NULL;
+}
+
+size_t ota_ffi_delta_size(void) {
+    return sizeof(ota_delta_t);
 }

@@ -51,11 +51,26 @@ for _name, _res, _args in (
     ("ota_ffi_head", _sz, [_p, ctypes.POINTER(_p)]),
     ("ota_ffi_target", ctypes.c_char_p, [_p]),
     ("ota_ffi_label", ctypes.c_char_p, [_p]),
+    ("ota_ffi_delta_size", _sz, []),
+    ("ota_delta_begin", ctypes.c_int, [_p, _p, _sz, _sz]),
+    (
+        "ota_delta_begin_at",
+        ctypes.c_int,
+        [_p, _p, _sz, _sz, _sz, ctypes.c_int64, ctypes.c_int, ctypes.c_uint64],
+    ),
+    (
+        "ota_delta_run",
+        ctypes.c_int,
+        [_p, _p, _sz, ctypes.POINTER(_sz), _p, _sz, ctypes.POINTER(_sz)],
+    ),
+    ("ota_delta_end", ctypes.c_int, [_p]),
+    ("ota_delta_done", ctypes.c_bool, [_p]),
 ):
     _f = getattr(_lib, _name)
     _f.restype, _f.argtypes = _res, _args
 
 BUFFER_SIZE = 4096  # OTA_BUFFER_SIZE
+DELTA_IN_BUF = 1024  # OTA_DELTA_IN_BUF
 PROGRESS_STEP = 65536  # OTA_PROGRESS_STEP
 _ERR_BASE = 0x6A00
 _ERR_NO_OTA = _ERR_BASE + 10
@@ -215,6 +230,71 @@ class Update:
             self._freed = True
             _lib.ota_core_abort(self._core)
             _lib.ota_core_free(self._core)
+
+
+class Patch:
+    """As modota.c's Patch: the core's applier (ota_delta.c) over the old image in partition
+    `old` (a label, or an object whose info()[4] is one), pumping the patch from src."""
+
+    def __init__(self, src, old, old_length, length, cp=None):
+        part = _find(old if isinstance(old, str) else old.info()[4])
+        if old_length < 0 or length < 0:
+            raise ValueError("lengths must be >= 0")
+        self._d = ctypes.create_string_buffer(_lib.ota_ffi_delta_size())
+        self._src = src
+        self._in = ctypes.create_string_buffer(DELTA_IN_BUF)
+        self._pos = self._fill = 0
+        self._eof = False
+        if cp:
+            err = _lib.ota_delta_begin_at(
+                self._d, part, old_length, length, cp[1], cp[3], cp[4], cp[5]
+            )
+        else:
+            err = _lib.ota_delta_begin(self._d, part, old_length, length)
+        _check(err)
+
+    def _read(self):
+        n = self._src.readinto(memoryview(self._in).cast("B"))
+        if n is None:
+            return 0  # no bytes: the patch ends here (truncated, unless it is complete)
+        if not isinstance(n, int) or not 0 <= n <= DELTA_IN_BUF:
+            raise ValueError(
+                "Stream error: readinto() returned %r for a buffer of %d bytes."
+                % (n, DELTA_IN_BUF)
+            )
+        self._pos, self._fill = 0, n
+        return n
+
+    def _run(self, out, room):
+        used, made = _sz(), _sz()
+        at = ctypes.addressof(self._in) + self._pos
+        err = _lib.ota_delta_run(
+            self._d, at, self._fill - self._pos, ctypes.byref(used), out, room,
+            ctypes.byref(made),
+        )  # fmt: skip
+        self._pos += used.value
+        _check(err)
+        return made.value
+
+    def readinto(self, buf):
+        mv = memoryview(buf).cast("B")
+        size = len(mv)
+        out = ctypes.addressof((ctypes.c_char * size).from_buffer(mv)) if size else None
+        made = 0
+        while made < size and not _lib.ota_delta_done(self._d):
+            if self._pos == self._fill and not self._read():
+                _check(_lib.ota_delta_end(self._d))
+            made += self._run(out + made, size - made)
+        if _lib.ota_delta_done(self._d) and not self._eof:
+            # The image is complete: the patch must end here (bytes after it are an error).
+            if self._pos == self._fill:
+                self._read()
+            self._run(None, 0)
+            self._eof = True
+        return made
+
+    def close(self):
+        pass
 
 
 def _label(p):
