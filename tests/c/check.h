@@ -4,8 +4,10 @@
 #define OTA_TEST_CHECK_H
 
 #include <stdint.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int failures;
 static const char *current;
@@ -51,6 +53,34 @@ static blob_t load(const char *path) {
     }
     fclose(f);
     return b;
+}
+
+
+typedef struct {
+    const char *name;
+    void (*fn)(void);
+} test_t;
+
+// Run the tests named in argv[2..] (all of them when none is named): "ok NAME" or
+// "not ok NAME" for each, then the totals. Returns the exit status.
+static int run_tests(const test_t *tests, size_t n, int argc, char **argv) {
+    int ran = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool wanted = argc == 2;
+        for (int a = 2; a < argc; a++) {
+            wanted |= strcmp(argv[a], tests[i].name) == 0;
+        }
+        if (!wanted) {
+            continue;
+        }
+        current = tests[i].name;
+        int before = failures;
+        tests[i].fn();
+        printf("%s %s\n", failures == before ? "ok" : "not ok", current);
+        ran++;
+    }
+    printf("%d tests, %d failures\n", ran, failures);
+    return failures ? 1 : 0;
 }
 
 #endif

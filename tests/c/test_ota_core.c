@@ -861,10 +861,7 @@ static void test_corrupted_flash_is_caught(void) {
     free(img.data);
 }
 
-static const struct {
-    const char *name;
-    void (*fn)(void);
-} tests[] = {
+static const test_t tests[] = {
 #define T(x) {#x, x}
     T(test_update_seed_image_known_length),
     T(test_chunk_sizes),
@@ -908,21 +905,5 @@ int main(int argc, char **argv) {
         return 2;
     }
     fixtures = argv[1];
-    int ran = 0;
-    for (size_t i = 0; i < n; i++) {
-        bool wanted = argc == 2;
-        for (int a = 2; a < argc; a++) {
-            wanted |= strcmp(argv[a], tests[i].name) == 0;
-        }
-        if (!wanted) {
-            continue;
-        }
-        current = tests[i].name;
-        int before = failures;
-        tests[i].fn();
-        printf("%s %s\n", failures == before ? "ok" : "not ok", current);
-        ran++;
-    }
-    printf("%d tests, %d failures\n", ran, failures);
-    return failures ? 1 : 0;
+    return run_tests(tests, n, argc, argv);
 }
