@@ -126,7 +126,7 @@ def test_instruction_counts_per_mb_with_one_off_costs_apart(capsys):
     assert all_ - no_sha == sha and sha > no_sha > 0
     assert idf > 0  # the simulated ESP-IDF and flash: counted, and kept out of the path's own
     # the one-off costs are reported apart: start-up alone is far more than a MB's streaming
-    assert start > imports > 0 and fixed > 0 and start > 10 * no_sha
+    assert start > imports > 0 and fixed > 0 and start > 5 * no_sha
     if binding:
         assert per_mb[5] == "0 per 4,096 B"  # write_from() pumps a file with no allocation
     else:

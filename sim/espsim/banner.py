@@ -41,10 +41,13 @@ def _printable(s):
 def _banner_at(buf, i, aligned):
     # (tag, date) when buf[i:] is a whole NUL-terminated "MicroPython <tag> on <date>" string
     # that starts a string, else None. A string starts after another one's NUL, or (string
-    # literals are word-aligned in .rodata) at a 4-byte boundary after data that is not text;
-    # "...; MicroPython v..." inside a longer string does not count.
-    if i > 0 and buf[i - 1] != 0 and not (aligned and not _printable(buf[i - 1 : i])):
-        return None
+    # literals are word-aligned in .rodata) at a 4-byte boundary after other data, whatever
+    # its bytes (a constant before it may well end in a printable byte, e.g. 0x2e: '.'); a
+    # word after a space that follows text, as in "3.4.0; MicroPython v...", is inside a
+    # longer string and does not count.
+    if i > 0 and buf[i - 1] != 0:
+        if not aligned or (buf[i - 1] == 0x20 and i > 1 and _printable(buf[i - 2 : i - 1])):
+            return None
     s = _cstr(buf, i)
     if s is None or not _printable(s):
         return None
