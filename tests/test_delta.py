@@ -70,11 +70,6 @@ def old_sim(make_sim):
 
 
 def device_code(sim, url, **kw):
-    if sim.runtime == "micropython-native":
-        # The images here have no banner, so the simulated board's os.uname() is the unix
-        # build's own ("v1.28.0 on ..."), which the policy takes for the running firmware's
-        # version: newer than these test images' v1.22.x.
-        kw.setdefault("allow_downgrade", True)
     return DEVICE.format(url=url, kw="".join(f", {k}={v!r}" for k, v in kw.items()))
 
 
