@@ -51,6 +51,23 @@ def build_c() -> None:
         pytest.fail(f"building the C core and host backend failed:\n{r.stdout}{r.stderr}")
 
 
+def c_test_names(binary: Path) -> list[str]:
+    """The tests of a tests/c program (`binary --list`), built first."""
+    build_c()
+    return subprocess.run(
+        [str(binary), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+
+
+def run_c_test(binary: Path, fixtures: Path, name: str) -> None:
+    """Run one test of a tests/c program on its fixtures directory: it must say "ok NAME"."""
+    r = subprocess.run(
+        [str(binary), str(fixtures), name], capture_output=True, text=True, timeout=300
+    )
+    print(r.stdout)
+    assert r.returncode == 0 and f"ok {name}" in r.stdout.splitlines(), r.stdout + r.stderr
+
+
 @functools.cache
 @functools.lru_cache(maxsize=32)
 def image(version: str = "v1.23.0", size: int | None = None, chip: str = "esp32") -> bytes:

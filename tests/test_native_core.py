@@ -1,11 +1,10 @@
 """The C core of the native module over the host backend (tests/c/test_ota_core.c), built with
 -Wall -Wextra -Werror, on fixtures made here: a simulated ESP32 and real ESP32 images."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import build_c, image
+from conftest import build_c, c_test_names, image, run_c_test
 from espsim import parttable
 from mpota import images, simdev
 
@@ -37,17 +36,6 @@ def fixtures(tmp_path_factory) -> Path:
     return d
 
 
-def c_tests() -> list[str]:
-    build_c()
-    return subprocess.run(
-        [str(BINARY), "--list"], capture_output=True, text=True, check=True
-    ).stdout.split()
-
-
-@pytest.mark.parametrize("name", c_tests())
+@pytest.mark.parametrize("name", c_test_names(BINARY))
 def test_c(fixtures, name):
-    r = subprocess.run(
-        [str(BINARY), str(fixtures), name], capture_output=True, text=True, timeout=300
-    )
-    print(r.stdout)
-    assert r.returncode == 0 and f"ok {name}" in r.stdout.splitlines(), r.stdout + r.stderr
+    run_c_test(BINARY, fixtures, name)

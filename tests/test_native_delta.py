@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, build_c, image
+from conftest import ROOT, build_c, c_test_names, image, run_c_test
 from mpota import delta, pairs, simdev
 
 BINARY = ROOT / "build" / "c" / "test_ota_delta"
@@ -41,20 +41,9 @@ def fixtures(tmp_path_factory) -> Path:
     return d
 
 
-def c_tests() -> list[str]:
-    build_c()
-    return subprocess.run(
-        [str(BINARY), "--list"], capture_output=True, text=True, check=True
-    ).stdout.split()
-
-
-@pytest.mark.parametrize("name", c_tests())
+@pytest.mark.parametrize("name", c_test_names(BINARY))
 def test_c(fixtures, name):
-    r = subprocess.run(
-        [str(BINARY), str(fixtures), name], capture_output=True, text=True, timeout=300
-    )
-    print(r.stdout)
-    assert r.returncode == 0 and f"ok {name}" in r.stdout.splitlines(), r.stdout + r.stderr
+    run_c_test(BINARY, fixtures, name)
 
 
 def test_c_applier_fails_on_a_wrong_image(fixtures, tmp_path):
