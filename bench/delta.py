@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "host"), str(ROOT / "sim"), str(ROOT / "bench")]
 
 from flashtime import KINDS, model  # noqa: E402
-from mpota import delta, images, manifest, pairs, simdev  # noqa: E402
+from mpota import delta, images, inspect, manifest, pairs, simdev  # noqa: E402
 
 RATES = (("50 KB/s", 50e3), ("250 KB/s", 250e3), ("1 MB/s", 1e6))
 
@@ -66,7 +66,7 @@ def reference() -> Path | None:
 
 
 def run(work: Path, old: bytes, new: bytes, use_delta: bool) -> dict:
-    chip = manifest.chip_of(old)
+    chip = inspect.chip_of(old)
     flash = work / "flash.bin"
     simdev.create(flash, old, chip=chip)
     code = DEVICE.format(manifest=str(work / "manifest.json"), delta=use_delta)

@@ -209,7 +209,7 @@ def write_patch(
 ) -> dict:
     """Write the MPZ1 patch from image `old` to image `new` as out_dir/name; returns its
     manifest entry (see manifest.make)."""
-    from .manifest import describe_image
+    from .inspect import describe_image
 
     o = Path(old).read_bytes()
     n = Path(new).read_bytes()

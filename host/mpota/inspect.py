@@ -4,10 +4,14 @@ esp-idf-defs (a port of ESP-IDF's gen_esp32part), otadata through the simulator'
 
 from __future__ import annotations
 
+import hashlib
 import re
+from pathlib import Path
 
 from esp_idf_defs import AppDescription, PartitionTable
 from espsim import otadata, parttable
+from esptool.bin_image import LoadFirmwareImage
+from esptool.targets import CHIP_DEFS
 
 PT_OFFSET = parttable.OFFSET
 
@@ -160,3 +164,43 @@ def describe_file(data: bytes) -> str:
         )
     except Exception as e:
         raise ValueError(f"not an image, partition table or flash dump ({e})") from None
+
+
+def chip_of(image: bytes) -> str:
+    chip_id = int.from_bytes(image[12:14], "little")
+    for name, rom in CHIP_DEFS.items():
+        if getattr(rom, "IMAGE_CHIP_ID", None) == chip_id:
+            return name
+    raise ValueError(f"unknown chip id {chip_id} in the image header")
+
+
+def describe_image(path: str | Path) -> dict:
+    """SHA-256, length, chip and app description of an app image, which esptool must find
+    valid (checksum and appended digest)."""
+    data = Path(path).read_bytes()
+    if data[:1] != b"\xe9":
+        raise ValueError(f"{path} is not an ESP32 app image (it does not start with 0xe9)")
+    if data[0x7000:0x7002] == b"\xaa\x50":
+        raise ValueError(
+            f"{path} is a merged firmware.bin (bootloader, partition table and app): "
+            "use the app image (micropython.bin)"
+        )
+    desc = AppDescription.from_bytes_or_none(data[32:288])
+    if desc is None:
+        raise ValueError(f"{path} has no app description: it is not an app image (a bootloader?)")
+    chip = chip_of(data)
+    img = LoadFirmwareImage(chip, str(path))
+    if img.checksum != img.calculate_checksum():
+        raise ValueError(f"{path}: the image checksum is wrong")
+    if getattr(img, "append_digest", False) and img.stored_digest != img.calc_digest:
+        raise ValueError(f"{path}: the image's appended SHA-256 is wrong")
+    i = identity(data)
+    return {
+        "sha": hashlib.sha256(data).hexdigest(),
+        "length": len(data),
+        "chip": chip,
+        "version": i["version"],
+        "project": i["project"],
+        "build": i["build"],
+        "idf": desc.idf_version,
+    }
