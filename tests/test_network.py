@@ -411,17 +411,13 @@ def test_key_given_as_argument(sim, site, tmp_path, keys):
     assert result == "ok", out
 
 
-@pytest.mark.parametrize(
-    "version,message",
-    [
-        ("v1.21.0", "The manifest version v1.21.0 is older than the running firmware's v1.22.0"),
-        ("v1.22.0", "The manifest version v1.22.0 is the running firmware's: nothing to do"),
-    ],
-)
-def test_older_and_equal_versions_are_refused(sim, site, tmp_path, version, message):
+# The same version in another build is a rebuild, and installs; the same build is "nothing to
+# do" (tests/test_rebuild.py).
+def test_an_older_version_is_refused(sim, site, tmp_path):
     www, server, base = site
-    write_manifest(www, version=version)
+    write_manifest(www, version="v1.21.0")
     result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
+    message = "The manifest version v1.21.0 is older than the running firmware's v1.22.0"
     assert result.startswith("ValueError " + message), out
     assert firmware_requests(server) == []
     assert sim.boot_slot() == "ota_0"

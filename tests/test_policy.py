@@ -340,7 +340,7 @@ HOSTILE = [
 
 def test_state_files_with_any_content_are_ignored_and_replaced(sim, site, tmp_path):
     r = sim.run(STATE.format(contents=HOSTILE), cwd=tmp_path)
-    empty = {"rolled_back": [], "trial": None, "sequence": None}
+    empty = {"rolled_back": [], "trial": None, "sequence": None, "releases": []}
     lines = [[eval(x) for x in line.split(" | ")] for line in r.stdout.splitlines()]
     assert len(lines) == len(HOSTILE), r.stdout
     for i, (resume, hist) in enumerate(lines):

@@ -20,7 +20,9 @@ ffat,     data, fat,       0x3b0000, 0x50000,
 
 
 def test_status_with_every_subtype(make_sim):
-    sim = make_sim(CSV, image("v1.22.0", 900_000))
+    fw = image("v1.22.0", 900_000)
+    build = fw[32 + 144 : 32 + 148].hex()  # app_elf_sha256, first 4 bytes
+    sim = make_sim(CSV, fw)
     r = sim.run("from ota.status import status\nstatus()")
     lines = r.stdout.splitlines()
     assert lines[:3] == [
@@ -46,8 +48,9 @@ def test_status_with_every_subtype(make_sim):
     assert lines[17:] == [
         "OTA slots:",
         "# Name       State            Firmware",
-        "  ota_0      VALID            MicroPython v1.22.0 (Aug 13 2023 18:23:47)  [running]"
-        "  [next boot]",
+        "  ota_0      VALID            MicroPython v1.22.0 (Aug 13 2023 18:23:47) build "
+        + build
+        + "  [running]  [next boot]",
         "  ota_1      -                (no app)",
         "  ota_2      -                (no app)",
     ]

@@ -86,6 +86,15 @@ def _expires(s: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _release(s: str) -> str:
+    from .manifest import check_version
+
+    try:
+        return check_version(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cmd_sim_create(a) -> int:
     if a.firmware:
         fw = Path(a.firmware).read_bytes()
@@ -192,7 +201,9 @@ def cmd_manifest(a) -> int:
     out = a.output or str(Path(a.out_dir or Path(a.image).parent) / "manifest.json")
     manifest.dump(m, out)
     print(
-        f"{out}: {m['project']} {m['version']} for {m['chip']}, {m['length']} bytes"
+        f"{out}: {m['project']} {m['version']}"
+        + (f" (MicroPython {mp})" if (mp := m.get("micropython")) and mp != m["version"] else "")
+        + f", build {m['build'][:8]} for {m['chip']}, {m['length']} bytes"
         + (f", {m['compression']} {m['compressed_length']} bytes" if a.compress else "")
         + (f", sequence {a.sequence}" if a.sequence is not None else "")
         + (f", expires {a.expires}" if a.expires else "")
@@ -388,7 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     s.add_argument("--key", help="sign with this private key (PEM)")
     s.add_argument(
-        "--version", help="the version to declare (default: the image's, from its banner)"
+        "--version",
+        type=_release,
+        help="the release version devices compare, e.g. your product's 2.3.1 (default: the "
+        "image's own: PROJECT_VER where the build sets it, else MicroPython's from its banner)",
     )
     s.add_argument(
         "--expires",

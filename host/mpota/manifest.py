@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .inspect import describe_image
+from .inspect import banner, describe_image
 
 # "mpz": raw deflate with checkpoints, resumable (host/mpota/delta.py, README "Delta updates")
 COMPRESSIONS = {"zlib": ".zz", "gzip": ".gz", "mpz": ".mpz"}
@@ -93,6 +93,23 @@ def check_expires(t: str) -> str:
     return t
 
 
+_VERSION = re.compile(r"v?\d+(\.\d+)*([-+.][0-9A-Za-z.+-]*)?")
+_HASH = re.compile(r"[0-9a-f]{7,40}(-dirty)?")
+
+
+def check_version(v: str) -> str:
+    """A release version the device can order: a dotted number first ("2.3.1", "v1.28.0",
+    "1.2-rc1"), at most 64 characters; never a bare git hash (7 to 40 hex digits, which
+    `git describe --always` prints where no tag is reachable)."""
+    if _HASH.fullmatch(v or ""):
+        raise ValueError(f"version {v!r} is a git hash, not a version: devices cannot order it")
+    if not _VERSION.fullmatch(v or "") or len(v) > 64:
+        raise ValueError(
+            f"version must start with a dotted number, as 2.3.1 or v1.28.0 do, not {v!r}"
+        )
+    return v
+
+
 def check_sequence(n) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"sequence must be an integer >= 0, not {n!r}")
@@ -110,18 +127,24 @@ def make(
     sources: list | tuple = (),
     interval: int | None = None,
 ) -> dict:
-    """A manifest for `image` (its version: `version`, else the image's own: the app
-    description's, else MicroPython's banner); `expires` (UTC, YYYY-MM-DDTHH:MM:SSZ) and
-    `sequence` (an integer that grows with each release) guard against replay; with
-    `compression` ("zlib", "gzip" or "mpz") the compressed file is written next to it (or in
-    out_dir) and the manifest names it. sha and length always describe the image itself,
-    compressed_sha and compressed_length the file served. `sources`: old images; for each, an
-    MPZ1 patch (delta.py) from it to `image` is written beside the image and listed in
-    "patches" with the old image's build id, length and SHA-256. `interval`: output bytes
-    between the checkpoints of MPZ1 files (64 KB)."""
+    """A manifest for `image` (its version: `version`, a release version of the user's own, else
+    the image's own: the app description's, else MicroPython's banner; "micropython" is
+    MicroPython's version from the banner, "build" the image's app_elf_sha256); `expires` (UTC,
+    YYYY-MM-DDTHH:MM:SSZ) and `sequence` (an integer that grows with each release) guard
+    against replay; with `compression` ("zlib", "gzip" or "mpz") the compressed file is written
+    next to it (or in out_dir) and the manifest names it. sha and length always describe the
+    image itself, compressed_sha and compressed_length the file served. `sources`: old images;
+    for each, an MPZ1 patch (delta.py) from it to `image` is written beside the image and
+    listed in "patches" with the old image's build id, length and SHA-256. `interval`: output
+    bytes between the checkpoints of MPZ1 files (64 KB)."""
     image = Path(image)
     m = describe_image(image)
-    if version:
+    if version is not None:
+        # A release version of the user's own: MicroPython's stays, as information and for the
+        # device to check the image's banner against (python/ota/policy.py).
+        mp = banner(image.read_bytes())
+        if mp and mp[0] != check_version(version):
+            m["micropython"] = mp[0]
         m["version"] = version
     if expires is not None:
         m["expires"] = check_expires(expires)

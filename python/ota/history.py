@@ -4,7 +4,10 @@
 #                  (its build id, and the otadata record's seq that set_boot() wrote for it);
 #   "rolled_back": build ids (app_elf_sha256) of firmware this device rolled back from, the
 #                  latest _KEEP of them: ota.update refuses them unless force=True;
-#   "sequence":    the highest manifest "sequence" installed (written after set_boot()).
+#   "sequence":    the highest manifest "sequence" installed (written after set_boot());
+#   "releases":    [build id, release version] of the latest _KEEP builds installed from a
+#                  manifest whose "version" is the user's own (mpota manifest --version), so
+#                  that the next release is compared with it (ota/policy.py).
 #
 # A build is "rolled back from" when the slot of the trial ends ABORTED (it never confirmed
 # itself, and the bootloader went back) or INVALID, with the same image and the same otadata
@@ -16,6 +19,7 @@ from . import state
 
 FILE = "ota_history.json"
 _KEEP = 8
+_MAX_VERSION = 64  # characters of a release version kept
 _INVALID = 3
 _ABORTED = 4
 
@@ -23,7 +27,7 @@ _ABORTED = 4
 # The file's content, each field checked: what does not make sense is left out.
 def load():
     h = state.read(FILE) or {}
-    out = {"rolled_back": [], "trial": None, "sequence": None}
+    out = {"rolled_back": [], "trial": None, "sequence": None, "releases": []}
     rb = h.get("rolled_back")
     if isinstance(rb, list):
         out["rolled_back"] = [b for b in rb if _is_build(b)][-_KEEP:]
@@ -37,7 +41,18 @@ def load():
         out["trial"] = {"slot": t["slot"], "build": t["build"], "seq": t["seq"]}
     if _is_int(h.get("sequence")):
         out["sequence"] = h["sequence"]
+    rel = h.get("releases")
+    if isinstance(rel, list):
+        out["releases"] = [
+            r
+            for r in rel
+            if isinstance(r, list) and len(r) == 2 and _is_build(r[0]) and _is_version(r[1])
+        ][-_KEEP:]
     return out
+
+
+def _is_version(v):
+    return isinstance(v, str) and 0 < len(v) <= _MAX_VERSION
 
 
 def _is_int(v):
@@ -111,3 +126,22 @@ def set_sequence(seq):
     if h["sequence"] is None or seq > h["sequence"]:
         h["sequence"] = seq
         _save(h)
+
+
+# The release version this device installed `build` as, or None.
+def release(build):
+    for b, v in load()["releases"]:
+        if b == build:
+            return v
+    return None
+
+
+# The last update's image (the trial) was installed as release `version`.
+def set_release(version):
+    h = load()
+    t = h["trial"]
+    if not t or not _is_version(version):
+        return
+    rel = [r for r in h["releases"] if r[0] != t["build"]]
+    h["releases"] = (rel + [[t["build"], version]])[-_KEEP:]
+    _save(h)

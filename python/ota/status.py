@@ -116,10 +116,17 @@ def status():
     print("\n".join(partition_table()))
     sl = slots()
     if sl:
+        from . import history
+
         print("OTA slots:")
         print("# Name       State            Firmware")
         for label, st, desc, is_running, is_boot in sl:
-            fw = "%s %s (%s %s)" % (desc[1], desc[0], desc[2], desc[3]) if desc else "(no app)"
+            fw = "(no app)"
+            if desc:
+                fw = "%s %s (%s %s)" % (desc[1], desc[0], desc[2], desc[3])
+                if len(desc) > 5 and desc[5]:
+                    rel = history.release(desc[5])
+                    fw += (" release %s" % rel if rel else "") + " build %s" % desc[5][:8]
             tags = ("  [running]" if is_running else "") + ("  [next boot]" if is_boot else "")
             print("  {:10s} {:16s} {}{}".format(label, st, fw, tags))
 

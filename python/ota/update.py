@@ -65,6 +65,8 @@ def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **k
         "timeout": 30,
         "deadline": _DEADLINE,
         "_until": None,  # from_json(): the deadline of the whole call, already running
+        "_micropython": None,  # from_json(): the manifest's "micropython" and "build"
+        "_build": None,
         "headers": None,
         "auth": None,
         "stream": None,
@@ -83,12 +85,20 @@ def from_file(url, sha="", length=0, verify=True, verbose=True, reboot=True, **k
     from . import identity, policy
 
     pol = opts["policy"] = policy.Policy(
-        opts["version"], opts["allow_downgrade"], opts["backend"], opts["force"]
+        opts["version"],
+        opts["allow_downgrade"],
+        opts["backend"],
+        opts["force"],
+        opts["_micropython"],
+        opts["_build"],
     )
     if verbose:
         print("Replacing %s." % identity.name(pol.running))
-    pol.check_declared()
+    note = pol.check_declared()
+    if verbose and note:
+        print(note)
     result = download.Download(url, sha, length, opts).run()
+    pol.installed()
     if reboot:
         _reboot(10 if reboot is True else int(reboot))
     return result
@@ -142,6 +152,8 @@ def from_json(
         raise ValueError('The manifest\'s "firmware" must name the image: %r' % (fw,))
     args = (m["sha"], m["length"], verify, verbose, False)
     kw["version"] = m.get("version")
+    kw["_micropython"] = _text(m, "micropython")
+    kw["_build"] = _text(m, "build")
     kw["allow_downgrade"] = allow_downgrade
     kw["force"] = force
     kw["ca"] = ca
@@ -165,6 +177,16 @@ def from_json(
     if reboot:
         _reboot(10 if reboot is True else int(reboot))
     return result
+
+
+# A manifest's text field, checked: None when absent.
+def _text(m, k):
+    v = m.get(k)
+    if v is not None and (not isinstance(v, str) or not v or len(v) > 64):
+        raise ValueError("The manifest's %r must be a short string, not %r." % (k, v))
+    if k == "build" and v and (len(v) != 64 or [c for c in v if c not in "0123456789abcdef"]):
+        raise ValueError('The manifest\'s "build" must be an app_elf_sha256 in hex, not %r.' % v)
+    return v
 
 
 # A file the manifest at url names: on the manifest's server (a path too, never a local file),

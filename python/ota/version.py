@@ -6,13 +6,26 @@
 #   "...-dirty"                     uncommitted changes on top: just after the same clean build
 #   "v1.24.0.1"                     four (or more) parts, compared numerically
 #   "v1.22.2-rc1"                   a release candidate: before v1.22.2
-# A bare hash ("abcdef0"), an empty string or anything else without a leading dotted number
-# cannot be compared: parse() and compare() return None.
+# A bare hash, as `git describe --always` prints it where no tag is reachable (7 to 40 hex
+# digits, "-dirty" maybe: "8675309", "abcdef0"), an empty string or anything else without a
+# leading dotted number cannot be compared: parse() and compare() return None. A hash of digits
+# alone is still a hash (is_hash()); a short number ("1", ESP-IDF's PROJECT_VER outside git) is a
+# version.
+
+
+# True for what `git describe --always [--dirty]` prints without a tag: an abbreviated hash.
+def is_hash(v):
+    s = str(v).strip()
+    if s.endswith("-dirty"):
+        s = s[:-6]
+    return 7 <= len(s) <= 40 and not [c for c in s if c not in "0123456789abcdef"]
 
 
 # (numbers, stage, count, dirty): stage 0 before the release (preview, rc), 1 at or after it;
 # count: the preview's or the describe string's commit count. None when it does not parse.
 def parse(v):
+    if is_hash(v):
+        return None
     s = str(v).strip()
     if s[:1] in ("v", "V"):
         s = s[1:]
