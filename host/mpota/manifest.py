@@ -190,14 +190,22 @@ def make(
 
 
 def keygen(private_path: str | Path, public_path: str | Path) -> None:
+    """A new key pair; the private key readable by its owner only (folders made as needed)."""
+    import os
+
     key = ec.generate_private_key(ec.SECP256R1())
-    Path(private_path).write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+    for path in (private_path, public_path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
         )
-    )
     Path(public_path).write_bytes(
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
