@@ -64,6 +64,10 @@
 #define MP_NORETURN NORETURN
 #endif
 
+#if !MICROPY_PY_BUILTINS_MEMORYVIEW
+#error "_ota hands streams memoryviews: it needs MICROPY_PY_BUILTINS_MEMORYVIEW"
+#endif
+
 typedef struct _ota_update_obj_t {
     mp_obj_base_t base;
     ota_core_t core;
@@ -481,7 +485,7 @@ static mp_obj_t ota_patch_make_new(const mp_obj_type_t *type, size_t n_args, siz
     if (args[ARG_old_length].u_int < 0 || args[ARG_length].u_int < 0) {
         mp_raise_ValueError(MP_ERROR_TEXT("lengths must be >= 0"));
     }
-    mp_int_t cp[6];
+    mp_int_t cp[6] = {0};
     if (args[ARG_cp].u_obj != mp_const_none) {
         ota_patch_cp(args[ARG_cp].u_obj, cp);
     }
