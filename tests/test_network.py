@@ -617,3 +617,56 @@ def test_resumed_download_still_checks_the_image_version(sim, site, tmp_path):
     )
     assert not (tmp_path / "ota_resume.json").exists()  # that partial image is of no use
     assert sim.boot_slot() == "ota_0"
+
+
+# A resume state that the device cannot prove (damaged or hostile: an offset past the image or
+# the slot, off a 4 KB boundary, not an int, a bad `erased`, a slot that does not hold the
+# image's start) is ignored: the update starts at byte 0 and installs in the same call. The first
+# case runs on the fresh device, whose ota_1 is erased; each install leaves NEW in ota_1 for the
+# next. Two good states (the last cases) show that the same calls do resume.
+UNPROVEN = [
+    {"offset": 196608},  # ota_1 is still erased: nothing to resume
+    {"offset": 10**30},
+    {"offset": len(NEW) + 4096},
+    {"offset": -(-len(NEW) // 4096) * 4096},  # the first 4 KB boundary past the end
+    {"offset": 4097},
+    {"offset": -4096},
+    {"offset": True},
+    {"offset": 8192.0},
+    {"offset": "8192"},
+    {"offset": [8192]},
+    {"offset": 196608, "erased": 1 << 40},
+    {"offset": 196608, "erased": 266000},
+    {"offset": 196608, "erased": 4096},
+    {"offset": 196608, "erased": True},
+    {"offset": 196608, "erased": "262144"},
+    {"offset": 196608, "sha": "0" * 64},  # another image's state
+    {"offset": 196608, "length": len(NEW) + 4096},
+    {"offset": 196608, "slot": "ota_0"},
+]
+PROVEN = [({"offset": 196608}, 196608), ({"offset": 196608, "erased": 262144}, 196608)]
+
+
+def test_unproven_resume_state_starts_at_zero_in_the_same_call(sim, site, tmp_path):
+    www, server, base = site
+    wrong = []
+    for i, (bad, start) in enumerate([(b, 0) for b in UNPROVEN] + PROVEN):
+        url = f"{base}/micropython.bin?{i}"  # one path per case in the server's log
+        st = {"url": url, "sha": sha256(NEW), "length": len(NEW), "slot": "ota_1"}
+        (tmp_path / "ota_resume.json").write_text(json.dumps(dict(st, **bad)))
+        result, out = update(
+            sim, url, fn="from_file", cwd=tmp_path, sha=sha256(NEW), length=len(NEW)
+        )
+        ranges = [r for p, r in server.log if p == f"/micropython.bin?{i}"]
+        got = (result, ranges, server.sent.get(f"/micropython.bin?{i}"))
+        if got != ("ok", [f"bytes={start}-" if start else None], len(NEW) - start):
+            wrong.append((bad, got, out[-300:]))
+        elif not start and set(bad) <= {"offset", "erased"} and "state ignored" not in out:
+            wrong.append((bad, "no message", out[-300:]))  # only for this image's state
+        if result == "ok":
+            assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
+            assert not (tmp_path / "ota_resume.json").exists()
+        else:  # put the image in ota_1 for the next case
+            (tmp_path / "ota_resume.json").unlink(missing_ok=True)
+            assert update(sim, url, fn="from_file", cwd=tmp_path, sha=sha256(NEW))[0] == "ok"
+    assert not wrong, "\n".join(map(repr, wrong))
