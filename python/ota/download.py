@@ -255,7 +255,7 @@ class Download:
     # The first 288 bytes (header, segment header, esp_app_desc_t), checked; the writer gets them.
     def _head(self, stream):
         from . import _image
-        from ._backend import read_count
+        from ._pure import read_count
 
         head = bytearray(_image.HEAD)
         got = 0
