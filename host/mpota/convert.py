@@ -110,7 +110,10 @@ def _app_length(chip: str, app: bytes, what: str) -> int:
     try:
         img = LoadFirmwareImage(chip, app)
     except Exception as e:
-        raise ConvertError(f"{what} is not a valid {chip} app image: {e}") from None
+        cut = "End of file" in str(e)
+        raise ConvertError(
+            f"{what} is {'cut short' if cut else 'not a valid ' + chip + ' app image'}: {e}"
+        ) from None
     n = img.data_length + (32 if img.append_digest else 0)
     if n > len(app):
         raise ConvertError(f"{what} is cut short: {len(app)} bytes of a {n}-byte image")
@@ -133,7 +136,14 @@ def _check_bootloader(chip: str, bl: bytes) -> int:
         img.verify()
     except Exception as e:
         raise ConvertError(f"the bootloader image is not valid for {chip}: {e}") from None
-    return img.data_length + (32 if bl[8 + 15] == 1 else 0)
+    n = img.data_length
+    if img.checksum != img.calculate_checksum():
+        raise ConvertError("the bootloader image is not valid: its checksum is wrong")
+    if bl[8 + 15] == 1:
+        if hashlib.sha256(bl[:n]).digest() != bl[n : n + 32]:
+            raise ConvertError("the bootloader image is not valid: its SHA-256 is wrong")
+        n += 32
+    return n
 
 
 def patch_flash_size(chip: str, bl: bytes, size: int) -> bytes:
@@ -306,9 +316,11 @@ def convert(
     if fs_start + MIN_FS > phys:
         raise ConvertError(
             f"no room for a filesystem: two slots of 0x{slot:x} ({rule}) end at "
-            f"0x{fs_start:x}, and {_mb(phys)} of flash leaves "
-            f"{max(0, phys - fs_start)} bytes, less than {MIN_FS} (16 blocks of 4 KB)"
+            f"0x{fs_start:x}, and {_mb(phys)} of flash"
+            + ("" if flash_size else " (the bootloader header's)")
+            + f" leaves {max(0, phys - fs_start)} bytes, less than {MIN_FS} (16 blocks of 4 KB)"
             + ("" if rule == "--slot-size" else "; a smaller --slot-size leaves more")
+            + ("" if flash_size else "; give --flash-size if the board has more")
         )
     fs = None
     if fs_entry:
@@ -333,12 +345,7 @@ def convert(
     )
 
     if bootloader is not None:
-        if end > header:
-            if not flash_size:
-                raise ConvertError(
-                    f"the new table ends at 0x{end:x}, past the {_mb(header)} the bootloader "
-                    "header states: give --flash-size (the board's flash)"
-                )
+        if end > header:  # only with --flash-size: without, the table ends within the header
             bootloader = patch_flash_size(chip, bootloader, flash_size)
             lines.append(
                 f"bootloader header: flash size {_mb(header)} -> {_mb(flash_size)} (the table "
