@@ -154,6 +154,14 @@ def test_header_flash_size_raised_only_where_the_table_needs_it(tmp_path, capsys
     r = convert.convert(stock, flash_size=8 * MB)
     assert r.image[:0x8000] == stock[:0x8000]
     assert any("4 MB kept" in line for line in r.lines)
+    # A v1.24 ESP32 image (a vfs row) on a 16 MB board: the vfs row runs to 16 MB, so must the
+    # header.
+    stock32, _ = stock_bin("esp32", STOCK_4MIB, "v1.24.0", 1_600_000)
+    r32 = convert.convert(stock32, flash_size=16 * MB)
+    assert PartitionTable.from_binary(r32.table)["vfs"].size == 16 * MB - 0x370000
+    assert r32.image[3] >> 4 == 4 and r32.image[4:0x7000] != stock32[4:0x7000]
+    write_flash(tmp_path / "h.bin", r32.image, 0x1000, "esp32", 16 * MB)
+    assert simdev.power_on(tmp_path / "h.bin")[-1] == "running 'ota_0' at 0x10000"
     # No --flash-size: the board's flash is taken to be the header's 4 MB.
     with pytest.raises(convert.ConvertError, match="give --flash-size if the board has more"):
         convert.convert(stock, slot=0x200000)

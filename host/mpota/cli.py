@@ -479,7 +479,11 @@ def main(argv: list[str] | None = None) -> int:
         "Slot size: max(app size, the largest stock app of the chip: ESP32 1.70 MB, S3 1.65, "
         "C3 1.66, C6 1.86, C2 1.49) + 64 KB, rounded up to 64 KB, so that a later stock "
         "release fits the other slot (ESP32's app grew ~60 KB from v1.24 to v1.28). The "
-        "bootloader header's flash size is changed only when the new table ends past it.",
+        "bootloader header's flash size is changed only when the new table ends past it. "
+        "Refused, naming the numbers, when the app does not fit a slot or less than 64 KB is "
+        "left for the filesystem. The image blanks nvs, otadata and the new filesystem's "
+        "first 8 KB: the board starts a fresh filesystem at its first boot (copy your files "
+        "off first).",
     )
     s.add_argument("firmware", help="the stock .bin (merged) or .app-bin (app only)")
     s.add_argument("-o", "--output", required=True, help="the OTA-capable image to write")
