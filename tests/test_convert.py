@@ -8,8 +8,10 @@ import hashlib
 import pytest
 from conftest import Sim
 from esp_idf_defs import PartitionTable
-from espsim import bootloader, chips, device, otadata
-from mpota import cli, convert, images, simdev
+from espsim import bootloader, chips, device, otadata, parttable
+from esptool.cmds import _update_image_flash_params
+from esptool.targets import CHIP_DEFS
+from mpota import cli, convert, images, inspect, simdev
 
 MB = 1 << 20
 
@@ -94,6 +96,7 @@ def test_stock_image_converted_boots_updates_and_rolls_back(
     printed = printed[: printed.rindex("\n") + 1]
     assert PartitionTable.from_csv(printed).to_binary() == conv[0x8000 - at : 0x8C00 - at]
     table = PartitionTable.from_binary(conv[0x8000 - at : 0x8C00 - at])
+    assert parttable.build(inspect.table_from_csv(printed)) == table.to_binary()  # the sim's own
     rows = {p.name: (p.offset, p.size) for p in table}
     assert rows["otadata"] == (0xD000, 0x2000)
     assert rows["ota_0"] == (0x10000, slot) and rows["ota_1"] == (0x10000 + slot, slot)
@@ -142,6 +145,9 @@ def test_header_flash_size_raised_only_where_the_table_needs_it(tmp_path, capsys
     n = convert._check_bootloader("esp32s3", bl)
     assert hashlib.sha256(bl[: n - 32]).digest() == bl[n - 32 : n]
     assert bl[4:] != stock[4 : len(bl)]  # the digest changed with the header
+    # byte for byte what esptool's write-flash --flash-size 8MB makes of the stock bootloader
+    esp = object.__new__(CHIP_DEFS["esp32s3"])  # the ROM class's constants, no port
+    assert _update_image_flash_params(esp, 0, "keep", "keep", "8MB", stock[: len(bl)]) == bl
     write_flash(tmp_path / "f.bin", r.image, 0, "esp32s3", 8 * MB)
     assert simdev.power_on(tmp_path / "f.bin")[-1] == "running 'ota_0' at 0x10000"
     # The same table behind the stock header: refused as ESP-IDF's bootloader does.
