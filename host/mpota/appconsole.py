@@ -17,6 +17,7 @@ Bytes from the host go in with feed(); everything the board sends comes out thro
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
@@ -38,6 +39,7 @@ STDIN_BUFFER_MAX = 256
 WINDOW = STDIN_BUFFER_MAX // 2
 HISTORY = 8  # MICROPY_READLINE_HISTORY_SIZE
 RUNTIMES = ("micropython", "micropython-native")
+_LONE_NL = re.compile(rb"(?<!\r)\n")
 STOP_TIMEOUT = 5.0  # seconds a firmware process gets to end before it is killed
 
 
@@ -404,6 +406,7 @@ class AppConsole:
         self._paste = False
         self._paste_remain = 0
         self._banner = b""
+        self._last_cr = False
         self._rl = _Readline(self._out)
 
     # -- the interface -------------------------------------------------------------------
@@ -454,10 +457,12 @@ class AppConsole:
         return self._mode
 
     def wait_idle(self, timeout: float = 30) -> bool:
-        """Wait until the board waits for input at its REPL (or is dead/off)."""
+        """Wait until the board waits for input at its REPL (or is dead or off); False after
+        `timeout` seconds."""
         with self._idle:
             return self._idle.wait_for(
-                lambda: self._state in ("repl", "dead", "off") and not self._inbuf, timeout
+                lambda: self._state in ("repl", "rawpaste", "dead", "off") and not self._inbuf,
+                timeout,
             )
 
     # -- the firmware process ------------------------------------------------------------
@@ -513,12 +518,15 @@ class AppConsole:
         while fds:
             ready, _, _ = select.select(fds, [], [])
             if proc.ctl_r in ready:
-                # The process wrote its output before this message: forward that first.
-                read_out()
                 data = os.read(proc.ctl_r, 65536)
                 if not data:
                     fds.remove(proc.ctl_r)
                 ctl += data
+                # The process wrote the output that comes before these messages before it
+                # wrote them: forward it first. (What it printed after them, the output of
+                # the code a J message announces, may come along: no message puts anything
+                # on the wire that must come before that.)
+                read_out()
                 while len(ctl) >= 5 and len(ctl) >= 5 + int.from_bytes(ctl[1:5], "little"):
                     n = 5 + int.from_bytes(ctl[1:5], "little")
                     kind, payload = ctl[0:1], bytes(ctl[5:n])
@@ -547,8 +555,15 @@ class AppConsole:
     def _on_output(self, proc: _Proc, data: bytes) -> None:
         with self._lock:
             if proc is self._proc:
-                # the board's stdout is "cooked": "\n" goes out as "\r\n"
-                self._out(data.replace(b"\n", b"\r\n"))
+                self._out(self._cook(data))
+
+    def _cook(self, data: bytes) -> bytes:
+        # The board's stdout is "cooked": "\n" goes out as "\r\n". (The unix port's line
+        # input, input(), echoes "\r\n" itself: that stays as it is.)
+        prev_cr, self._last_cr = self._last_cr, data[-1:] == b"\r"
+        if prev_cr and data[:1] == b"\n":
+            return b"\n" + _LONE_NL.sub(b"\r\n", data[1:])
+        return _LONE_NL.sub(b"\r\n", data)
 
     def _on_ctl(self, proc: _Proc, kind: bytes, payload: bytes) -> None:
         with self._lock:
@@ -567,7 +582,7 @@ class AppConsole:
                 if self._job == "raw" and not self._exc:
                     self._out(b"\x04")  # the end of the normal output
                 self._exc = True
-                self._out(payload.replace(b"\n", b"\r\n"))
+                self._out(_LONE_NL.sub(b"\r\n", payload))
             elif kind == b"F":
                 self._job_done(payload)
             elif kind == b"I":

@@ -159,8 +159,9 @@ class _Loop:
         import machine
 
         try:
-            self.send(ord("J"))
-            exec(compile(src, name, mode), self.g)
+            code = compile(src, name, mode)
+            self.send(ord("J"))  # from now on a Ctrl-C lands in the code
+            exec(code, self.g)
             return b"0"
         except machine.HardReset:
             raise
@@ -187,17 +188,15 @@ class _Loop:
         return r
 
     def drain(self):
+        # One byte at a time: a stream's readinto() waits for its whole buffer.
         import select
 
         p = select.poll()
         p.register(sys.stdin, select.POLLIN)
-        buf = bytearray(256)
+        b = bytearray(1)
         out = bytearray()
-        while p.poll(0):
-            n = sys.stdin.buffer.readinto(buf)
-            if not n:
-                break
-            out += buf[:n]
+        while p.poll(0) and sys.stdin.buffer.readinto(b):
+            out += b
         self.send(ord("I"), bytes(out))
 
     def job(self, kind, data):
