@@ -336,10 +336,12 @@ class _Proc:
         else:
             self.stdin(b"\x03")
 
-    def stop(self) -> None:
-        self.send(b"Q")
+    def stop(self, power_off: bool = False) -> None:
+        # A soft reset lets the idle interpreter end; a reset or power-off ends it at once.
+        if not power_off:
+            self.send(b"Q")
         try:
-            self.p.wait(STOP_TIMEOUT)
+            self.p.wait(0 if power_off else STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             self.p.kill()
             self.p.wait()
@@ -415,7 +417,7 @@ class AppConsole:
         from espsim.bootloader import Bricked
 
         with self._lock:
-            self._end()
+            self._end(power_off=True)
             self._mode = "friendly"
             self._rl.hist.clear()
             self._inbuf.clear()
@@ -442,7 +444,7 @@ class AppConsole:
 
     def stop(self) -> None:
         with self._lock:
-            self._end()
+            self._end(power_off=True)
             self._set_state("off")
 
     @property
@@ -492,10 +494,10 @@ class AppConsole:
         self._set_state("starting")
         threading.Thread(target=self._reader, args=(proc,), daemon=True).start()
 
-    def _end(self) -> None:
+    def _end(self, power_off: bool = False) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            proc.stop()
+            proc.stop(power_off)
 
     def _reader(self, proc: _Proc) -> None:
         out_fd = proc.p.stdout.fileno()
