@@ -455,7 +455,7 @@ def report(results: list[tuple[Path_, dict]], sizes: tuple[int, int], note: str)
         "|---|---|---|---|---|---|---|---|",
     ]
     for p, f in results:
-        ratio = f"{f['no_sha'] / native['no_sha']:.1f}" if native else "-"
+        ratio = f"{f['no_sha'] / native['no_sha']:.2f}" if native else "-"
         alloc = "- (CPython: no mem_total)"
         if f["alloc"] is not None:
             alloc = f"{f['alloc']:,.0f} per {f['chunk']:,} B"

@@ -249,3 +249,23 @@ def test_delta_bench_says_when_a_release_cannot_be_downloaded(tmp_path, monkeypa
         assert chart_of([], str(tmp_path / "x.png")) is False
         assert "x.png skipped: matplotlib is not installed" in capsys.readouterr().out
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind is not installed")
+def test_instruction_counts_repeat_exactly(tmp_path):
+    # A per-MB figure is the difference of two runs: it is a measurement only if a run counts
+    # the same every time. The PyPI MicroPython starts inside CPython, whose random string
+    # hashing moved start-up by ~200,000 instructions from run to run (more than the 64 KB
+    # path's whole figure without SHA-256); bench/cpu.py's environment fixes it.
+    from mpota import simdev
+
+    (p,), _ = cpu.paths(["pure64"])
+    dev = cpu.Device(tmp_path)
+    env = cpu.quiet_env(simdev.env(dev.flash, p.runtime))
+    cmd = simdev.command(p.runtime, p.heap) + [str(tmp_path / "start.py")]
+    (tmp_path / "start.py").write_text("import simboot\n")
+    counts = []
+    for i in range(2):
+        dev.restore()
+        counts.append(cpu.total(cpu.callgrind(cmd, tmp_path / f"{i}.out", env, cwd=tmp_path)))
+    assert counts[0] == counts[1] > 0
