@@ -561,7 +561,8 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """mpota's command line: every option says what it does and its default."""
     p = _Parser(
         prog="mpota", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -824,13 +825,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     s.add_argument("--reboot", action="store_true", help="reset into the new firmware")
     s.set_defaults(fn=cmd_push)
+    p.sim_run = run
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status. A bad input is one line on stderr naming
+    it, and a non-zero status; --debug or MPOTA_DEBUG=1 raise the exception instead."""
+    p = parser()
     a = p.parse_args(argv)
     if a.cmd == "sim" and a.sim == "run":
         if not (a.script or a.code or a.fs):
-            run.error("needs a SCRIPT, -c CODE or --fs DIR")
+            p.sim_run.error("needs a SCRIPT, -c CODE or --fs DIR")
         if a.script and a.code:
-            run.error("takes a SCRIPT or -c CODE, not both")
+            p.sim_run.error("takes a SCRIPT or -c CODE, not both")
     prog = "mpota " + a.cmd + (" " + a.sim if a.cmd == "sim" else "")
     try:
         return a.fn(a)

@@ -127,6 +127,8 @@ def describe_flash(flash: bytes) -> str:
 def describe_file(data: bytes) -> str:
     """What a file is: an app image, a bootloader image, a merged firmware.bin, a partition
     table (binary or CSV) or a flash dump, and what it holds."""
+    if not data.strip():
+        raise ValueError("an empty file")
     if data[:2] == b"\xaa\x50":
         return "Partition table (binary):\n" + _table(data[: parttable.MAX_LEN]).to_csv().rstrip()
     if len(data) > PT_OFFSET + 2 and data[PT_OFFSET : PT_OFFSET + 2] == b"\xaa\x50":
