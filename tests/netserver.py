@@ -1,6 +1,7 @@
 """mpota's Range-capable HTTP server, with faults to inject for the network tests: drop the
 connection after n body bytes, ignore Range, answer with an error status, each for a number of
-requests; plus a log of the requests (path, Range header) and the body bytes sent per path."""
+requests; plus a log of the requests (path, Range header), their headers, and the body bytes
+sent per path."""
 
 import socket
 import ssl
@@ -13,6 +14,7 @@ class FaultyHandler(serve.RangeRequestHandler):
         srv = self.server
         faults = srv.faults
         srv.log.append((self.path, self.headers.get("Range")))
+        srv.headers.append((self.path, dict(self.headers.items())))
         firmware = not self.path.endswith(".json")
         moved = faults.get("redirect", {}).get(self.path)
         if moved:
@@ -62,5 +64,6 @@ def start(directory, tls=None):
     server = serve.start(directory, handler=FaultyHandler, tls=ctx)
     server.faults = {}
     server.log = []
+    server.headers = []  # (path, {name: value}) per request
     server.sent = {}  # path -> body bytes written to the socket
     return server

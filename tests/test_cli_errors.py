@@ -165,8 +165,8 @@ BAD = [
     (["manifest", "good.bin", "--compress", "mpz", "--from", "random.bin"], ["--from", "random"]),
     (["manifest", "good.bin", "--compress", "zlib", "--from", "good.bin"], ["good.bin", "same"]),
     # keygen, sign
-    (["keygen", "--private", "nodir/k.pem", "--public", "p.pem"], ["nodir"]),
-    (["keygen", "--private", "k.pem", "--public", "nodir/p.pem"], ["nodir"]),
+    (["keygen", "--private", "www", "--public", "p.pem"], ["www", "directory"]),
+    (["keygen", "--private", "k.pem", "--public", "www"], ["www", "directory"]),
     (["keygen", "--private", "k.pem", "--public", "k.pem"], ["k.pem", "two files"]),
     (["sign", "missing.json", "--key", "key.pem"], ["missing.json", "no such"]),
     (["sign", "random.bin", "--key", "key.pem"], ["random.bin", "not"]),
@@ -193,6 +193,11 @@ BAD = [
     (["push", "good.bin", "--port", "/dev/null", "--baud", "0"], ["--baud", "0"]),
     (["push", "good.bin", "--port", "/dev/null", "--baud", "fast"], ["--baud", "fast"]),
     (["push", "good.bin"], ["--port"]),
+    # convert
+    (["convert", "missing.bin", "-o", "x.bin"], ["missing.bin"]),
+    (["convert", "random.bin", "-o", "x.bin"], ["random.bin"]),
+    (["convert", "good.bin", "-o", "x.bin", "--flash-size", "banana"], ["--flash-size", "banana"]),
+    (["convert", "good.bin", "-o", "x.bin", "--chip", "esp32"], ["--flash-size"]),
     # no command, unknown command
     ([], ["cmd"]),
     (["frobnicate"], ["frobnicate"]),

@@ -418,3 +418,44 @@ def test_device_applier_matches_detools():
         dev.Header(blob[:hl], "0" * 64, len(new))
     with pytest.raises(ValueError, match="another length|manifest says"):
         dev.Header(blob[:hl], "", len(new) + 16)
+
+
+def test_unproven_mpz_resume_state_starts_at_zero_in_the_same_call(make_sim, site, tmp_path):
+    """An MPZ1 transfer's resume state with an offset that is no checkpoint of its header (or
+    not an int, or past the image), a bad `erased` or a damaged header: the transfer starts
+    again at byte 0 and installs in the same call. The state as saved still resumes."""
+    www, server, base = site
+    m = site_files(www, sources=(), compression="mpz")
+    url = base + "/manifest.json"
+    sim = make_sim(firmware=OLD)
+    sim.run(device_code(sim, url), cwd=tmp_path, ok=False, cut_after=1200)
+    assert "PowerCut" in sim.out
+    sim.power_on()
+    st = json.loads((tmp_path / "ota_resume.json").read_text())
+    off = st["offset"]
+    assert off > 0 and off % INTERVAL == 0, st
+    # (Each call inflates the whole image: a few cases, the rest are test_network's.)
+    cases = [
+        {"offset": 10**30},
+        {"offset": off + 4096},  # a 4 KB boundary, but no checkpoint
+        {"offset": float(off)},
+        {"offset": True},
+        {"erased": 1 << 40},
+        {"erased": off + 100},
+        {"header": st["header"][:-1] + ("1" if st["header"][-1] == "0" else "0")},  # header_sha
+    ]
+    wrong = []
+    for bad in [*cases, {}]:  # {}: the state as saved resumes
+        (tmp_path / "ota_resume.json").write_text(json.dumps(dict(st, **bad)))
+        seen, sent = len(server.log), served(server, ".mpz")
+        result, out = update(sim, url, tmp_path)
+        ranges = [r for p, r in server.log[seen:] if p.endswith(".mpz")]
+        got = (result, ranges, served(server, ".mpz") - sent)
+        if bad and got != ("ok", [None], m["compressed_length"]):
+            wrong.append((bad, got, out[-300:]))
+        elif bad and "Resume state ignored" not in out:
+            wrong.append((bad, "no message", out[-300:]))
+        elif not bad and (result != "ok" or ranges[0] in (None, "bytes=0-")):
+            wrong.append((bad, got, out[-300:]))
+        assert sim.boot_slot() == "ota_1" and sim.region("ota_1")[: len(NEW)] == NEW, bad
+    assert not wrong, "\n".join(map(repr, wrong))

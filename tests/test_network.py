@@ -510,7 +510,8 @@ def test_https_with_certificate_check(sim, tmp_path):
         good = sim.run("CA = " + repr(ca) + code, cwd=tmp_path, hosts=hosts)
         assert "RESULT ok" in good.stdout, sim.out
         assert sim.boot_slot() == "ota_1"
-        # With a CA, a redirect to plain http is refused (it would drop the authentication).
+        # A redirect to plain http is refused (it would drop the authentication); without a CA
+        # too: test_https_never_redirects_to_plain_http.
         server.faults["redirect"] = {"/moved.json": "http://ota.test/manifest.json"}
         moved = code.replace("/manifest.json", "/moved.json")
         r = sim.run("CA = " + repr(ca) + moved, cwd=tmp_path, hosts=hosts)
@@ -617,3 +618,139 @@ def test_resumed_download_still_checks_the_image_version(sim, site, tmp_path):
     )
     assert not (tmp_path / "ota_resume.json").exists()  # that partial image is of no use
     assert sim.boot_slot() == "ota_0"
+
+
+# A resume state that the device cannot prove (damaged or hostile: an offset past the image or
+# the slot, off a 4 KB boundary, not an int, a bad `erased`, a slot that does not hold the
+# image's start) is ignored: the update starts at byte 0 and installs in the same call. The first
+# case runs on the fresh device, whose ota_1 is erased; each install leaves NEW in ota_1 for the
+# next. Two good states (the last cases) show that the same calls do resume.
+UNPROVEN = [
+    {"offset": 196608},  # ota_1 is still erased: nothing to resume
+    {"offset": 10**30},
+    {"offset": len(NEW) + 4096},
+    {"offset": -(-len(NEW) // 4096) * 4096},  # the first 4 KB boundary past the end
+    {"offset": 4097},
+    {"offset": -4096},
+    {"offset": True},
+    {"offset": 8192.0},
+    {"offset": "8192"},
+    {"offset": [8192]},
+    {"offset": 196608, "erased": 1 << 40},
+    {"offset": 196608, "erased": 266000},
+    {"offset": 196608, "erased": 4096},
+    {"offset": 196608, "erased": True},
+    {"offset": 196608, "erased": "262144"},
+    {"offset": 196608, "sha": "0" * 64},  # another image's state
+    {"offset": 196608, "length": len(NEW) + 4096},
+    {"offset": 196608, "slot": "ota_0"},
+]
+PROVEN = [({"offset": 196608}, 196608), ({"offset": 196608, "erased": 262144}, 196608)]
+
+
+def test_unproven_resume_state_starts_at_zero_in_the_same_call(sim, site, tmp_path):
+    www, server, base = site
+    wrong = []
+    for i, (bad, start) in enumerate([(b, 0) for b in UNPROVEN] + PROVEN):
+        url = f"{base}/micropython.bin?{i}"  # one path per case in the server's log
+        st = {"url": url, "sha": sha256(NEW), "length": len(NEW), "slot": "ota_1"}
+        (tmp_path / "ota_resume.json").write_text(json.dumps(dict(st, **bad)))
+        result, out = update(
+            sim, url, fn="from_file", cwd=tmp_path, sha=sha256(NEW), length=len(NEW)
+        )
+        ranges = [r for p, r in server.log if p == f"/micropython.bin?{i}"]
+        got = (result, ranges, server.sent.get(f"/micropython.bin?{i}"))
+        if got != ("ok", [f"bytes={start}-" if start else None], len(NEW) - start):
+            wrong.append((bad, got, out[-300:]))
+        elif not start and set(bad) <= {"offset", "erased"} and "state ignored" not in out:
+            wrong.append((bad, "no message", out[-300:]))  # only for this image's state
+        if result == "ok":
+            assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
+            assert not (tmp_path / "ota_resume.json").exists()
+        else:  # put the image in ota_1 for the next case
+            (tmp_path / "ota_resume.json").unlink(missing_ok=True)
+            assert update(sim, url, fn="from_file", cwd=tmp_path, sha=sha256(NEW))[0] == "ok"
+    assert not wrong, "\n".join(map(repr, wrong))
+
+
+@pytest.fixture
+def two_schemes(site, tmp_path):
+    """The site over http and over https (no CA needed: the device does not check the
+    certificate without one), both as ota.test; other.test and ota.test:8080 reach the http
+    server too (other origins)."""
+    www, http_server, base = site
+    _tls_files(tmp_path)
+    tls = netserver.start(www, tls=(tmp_path / "cert.pem", tmp_path / "key.pem"))
+    h, s = http_server.server_address[1], tls.server_address[1]
+    hosts = (
+        f"ota.test:443=127.0.0.1:{s},ota.test:80=127.0.0.1:{h},"
+        f"ota.test:8080=127.0.0.1:{h},other.test=127.0.0.1:{h}"
+    )
+    yield www, http_server, tls, hosts
+    tls.shutdown()
+    tls.server_close()
+
+
+def test_https_never_redirects_to_plain_http(sim, two_schemes, tmp_path):
+    www, plain, tls, hosts = two_schemes
+    write_manifest(www)
+    tls.faults["redirect"] = {
+        "/moved.json": "http://ota.test/manifest.json",
+        "/away.json": "http://other.test:8080/manifest.json",
+    }
+    for path, to in tls.faults["redirect"].items():
+        code = DEVICE.format(fn="from_json", url="https://ota.test" + path, kw=", retries=0")
+        r = sim.run(code, cwd=tmp_path, hosts=hosts)
+        assert (
+            f"RESULT ValueError refused: https://ota.test{path} redirects to plain http ({to})"
+            in r.stdout
+        ), sim.out
+        assert sim.boot_slot() == "ota_0"
+    assert [p for p, _ in tls.log] == ["/moved.json", "/away.json"]
+    assert plain.log == []  # nothing went out over plain http
+    # The same site over https alone installs: the refusal is the redirect's.
+    r = sim.run(
+        DEVICE.format(fn="from_json", url="https://ota.test/manifest.json", kw=""),
+        cwd=tmp_path,
+        hosts=hosts,
+    )
+    assert "RESULT ok" in r.stdout, sim.out
+    assert sim.boot_slot() == "ota_1"
+
+
+GET_WITH_SECRETS = """
+from ota import http
+for url in {urls!r}:
+    try:
+        r = http.get(url, headers={{"X-Api-Token": "s3cret"}}, auth=("user", "pw"), timeout=10)
+        r.read()
+        r.close()
+        print("GOT", url)
+    except Exception as e:
+        print("ERR", url, type(e).__name__, e)
+"""
+
+
+def test_caller_headers_never_go_to_another_origin(sim, two_schemes, tmp_path):
+    www, plain, tls, hosts = two_schemes
+    (www / "f.bin").write_bytes(b"x" * 1000)
+    # Each case ends on f.bin?<case> (the server logs the query): (start URL, its redirect).
+    plain.faults["redirect"] = {
+        "/same": "/f.bin?same",  # same origin: the headers go on
+        "/host": "http://other.test/f.bin?host",
+        "/port": "http://ota.test:8080/f.bin?port",
+        "/https": "https://ota.test/f.bin?https",  # http to https, same host: another origin
+        "/back": "http://other.test/hop",  # another origin, then back to the first
+        "/hop": "http://ota.test/f.bin?back",
+    }
+    urls = ["http://ota.test/" + c for c in ("same", "host", "port", "https", "back")]
+    r = sim.run(GET_WITH_SECRETS.format(urls=urls), cwd=tmp_path, hosts=hosts)
+    assert r.stdout.count("GOT ") == 5, sim.out
+    seen = {p: h for p, h in plain.headers + tls.headers}
+    secret = {"X-Api-Token": "s3cret", "Authorization": "Basic dXNlcjpwdw=="}
+    for case in ("same", "host", "port", "https", "back"):
+        first = {k: v for k, v in seen["/" + case].items() if k in secret}
+        last = {k: v for k, v in seen["/f.bin?" + case].items() if k in secret}
+        assert first == secret, (case, seen["/" + case])
+        assert last == (secret if case == "same" else {}), (case, seen["/f.bin?" + case])
+    assert "User-Agent" in seen["/f.bin?host"] and seen["/f.bin?host"]["Host"] == "other.test"

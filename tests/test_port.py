@@ -53,48 +53,6 @@ def active(path: Path):
     return ent[otadata.active(ent)]
 
 
-# --- the README's walk-through, as written -------------------------------------------------
-
-
-def readme_section(title: str) -> str:
-    return (ROOT / "README.md").read_text().split(f"## {title}", 1)[1].split("\n## ", 1)[0]
-
-
-def test_readme_confirm_in_main_py_walkthrough(tmp_path):
-    section = readme_section("Confirm in main.py, roll back if it crashes")
-    for block in re.findall(r"```py\n(.*?)```", section, re.S):
-        name = block.split("\n", 1)[0].lstrip("# ").split(":")[0]
-        (tmp_path / name).write_text(block)
-    script = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
-    script = script.replace(".venv/bin/", str(Path(sys.executable).parent) + "/")
-    r = subprocess.run(
-        ["bash", "-c", "set -e\n" + script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out
-    assert (tmp_path / "board" / "boot.py").read_text() == simdev.STOCK_BOOT_PY
-    # The order of events: new firmware on trial, app fails, reset, rollback, confirmed.
-    marks = [
-        "espsim: running 'ota_1' at 0x190000",
-        "main.py: the application did not start: no driver for the sensor",
-        "main.py: ota_1 is on trial and not confirmed: reset",
-        "otadata[1] was not confirmed: PENDING_VERIFY -> ABORTED",
-        "espsim: running 'ota_0' at 0x10000",
-        "app: started",
-        "main.py: firmware confirmed",
-    ]
-    at = 0
-    for m in marks:
-        at = out.find(m, at)
-        assert at >= 0, f"{m!r} missing, or out of order:\n{out}"
-    ent = active(tmp_path / "board.bin")
-    assert (ent.seq, ent.state) == (1, otadata.VALID)  # ota_0, confirmed
-
-
 # --- the lifecycle -------------------------------------------------------------------------
 
 

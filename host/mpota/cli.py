@@ -14,6 +14,7 @@ mpota sign MANIFEST --key KEY     sign a manifest
 mpota serve DIR                   serve firmware files over HTTP, with Range requests
 mpota inspect FILE                an image, partition table, firmware.bin or flash dump
 mpota push IMAGE --port PORT      update a board over USB serial (mpremote)
+mpota convert FIRMWARE -o OUT     a stock MicroPython .bin made OTA-capable (two app slots)
 """
 
 from __future__ import annotations
@@ -540,6 +541,28 @@ def cmd_push(a) -> int:
     return 0
 
 
+def cmd_convert(a) -> int:
+    from . import convert
+
+    try:
+        data = Path(a.firmware).read_bytes()
+        bl = Path(a.bootloader).read_bytes() if a.bootloader else None
+        r = convert.convert(data, a.chip, a.flash_size, a.slot_size, bl)
+        convert.write_atomic(a.output, r.image)
+    except (OSError, convert.ConvertError) as e:
+        print(f"mpota convert: {a.firmware}: {e}", file=sys.stderr)
+        return 2
+    for line in r.lines:
+        print(line)
+    if a.csv:
+        print(r.csv, end="")
+    print(
+        f"{a.output}: {len(r.image)} bytes; write it with: esptool --chip {r.chip} "
+        f"write-flash 0x{r.offset:x} {a.output}"
+    )
+    return 0
+
+
 def _message(e: BaseException) -> str:
     """One line saying what went wrong (its file, where an OSError names one)."""
     if isinstance(e, OSError) and e.filename is not None:
@@ -825,6 +848,44 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--reboot", action="store_true", help="reset into the new firmware")
     s.set_defaults(fn=cmd_push)
+
+    s = sub.add_parser(
+        "convert",
+        help="a stock MicroPython .bin (or .app-bin) made OTA-capable",
+        description="Turn MicroPython's merged .bin for a board (or its .app-bin, with --chip "
+        "and --flash-size) into an image with two app slots: ota_0 at 0x10000 where the app "
+        "already is, ota_1 after it, blank otadata (the bootloader boots ota_0), and the "
+        "filesystem after the slots (a vfs row to the end of flash where the stock table had "
+        "one, up to v1.25; none from v1.26, whose firmware registers one past the table). "
+        "Slot size: max(app size, the largest stock app of the chip: ESP32 1.70 MB, S3 1.65, "
+        "C3 1.66, C6 1.86, C2 1.49) + 64 KB, rounded up to 64 KB, so that a later stock "
+        "release fits the other slot (ESP32's app grew ~60 KB from v1.24 to v1.28). The "
+        "bootloader header's flash size is changed only when the new table ends past it. "
+        "Refused, naming the numbers, when the app does not fit a slot or less than 64 KB is "
+        "left for the filesystem. The image blanks nvs, otadata and the new filesystem's "
+        "first 8 KB: the board starts a fresh filesystem at its first boot (copy your files "
+        "off first).",
+    )
+    s.add_argument("firmware", help="the stock .bin (merged) or .app-bin (app only)")
+    s.add_argument("-o", "--output", required=True, help="the OTA-capable image to write")
+    s.add_argument("--chip", choices=sorted(images.IMAGE_CLASSES), help="needed for an .app-bin")
+    s.add_argument(
+        "--flash-size",
+        type=_arg(_size),
+        help="the board's flash, e.g. 8MB (default for a .bin: its bootloader header's)",
+    )
+    s.add_argument(
+        "--slot-size",
+        type=_arg(_size),
+        help="size of each app slot, a multiple of 64 KB (0x10000) (default: see above)",
+    )
+    s.add_argument(
+        "--bootloader",
+        help="with an .app-bin: the bootloader image to put in front (else the output starts "
+        "at 0x8000 and the board keeps its own)",
+    )
+    s.add_argument("--csv", action="store_true", help="print the new partitions.csv")
+    s.set_defaults(fn=cmd_convert)
     p.sim_run = run
     return p
 

@@ -28,7 +28,9 @@ class Staged:
     def __init__(self):
         self.files: list[tuple[Path, Path]] = []
 
-    def write(self, path: str | Path, data: bytes | str) -> Path:
+    def write(self, path: str | Path, data: bytes | str, mode: int | None = None) -> Path:
+        """Stage `data` for `path`; `mode` (e.g. 0o600) the file's permissions, else the
+        umask's."""
         path = Path(path)
         _check_dir(path)
         if any(dest == path for _, dest in self.files):
@@ -37,7 +39,10 @@ class Staged:
         self.files.append((tmp, path))
         if isinstance(data, str):
             data = data.encode()
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
         return path
 

@@ -354,11 +354,16 @@ def app_image(
     return out
 
 
-def bootloader_image(chip: str = "esp32", idf_ver: str = "v5.4.2") -> bytes:
+def bootloader_image(
+    chip: str = "esp32", idf_ver: str = "v5.4.2", flash_size: int = 4 << 20
+) -> bytes:
     """A 2nd stage bootloader image for `chip`: `esp_bootloader_desc_t` (magic byte 0x50) at
     offset 32 and segments in the bootloader's own RAM (each chip's bootloader.ld: dram_seg,
     iram_loader_seg, iram_seg; espsim.chips), as `idf.py bootloader` makes it, with esptool's
-    image class for the chip."""
+    image class for the chip; about 23 KB, so that it fits before the partition table from
+    0x1000 and 0x2000 (makeimg.py refuses one that does not). Its header states `flash_size`
+    (CONFIG_ESPTOOLPY_FLASHSIZE), the size the bootloader checks the partition table
+    against."""
     from espsim import chips
     from esptool import bin_image
 
@@ -366,7 +371,8 @@ def bootloader_image(chip: str = "esp32", idf_ver: str = "v5.4.2") -> bytes:
     rng = random.Random(f"bootloader {chip}")
     img = getattr(bin_image, chip.upper() + "FirmwareImage")()
     img.flash_mode = 2  # DIO
-    img.flash_size_freq = 0x20  # 4MB, 40MHz
+    # 40MHz (0) and the flash size code, 1MB = 0 ... 16MB = 0x40 (esptool's FLASH_SIZES)
+    img.flash_size_freq = img.ROM_LOADER.FLASH_SIZES[f"{flash_size >> 20}MB"]
     img.min_rev_full = soc.rev_min_full
     img.max_rev_full = soc.rev_max_full
     desc = struct.pack("<B3xI", BOOTLOADER_DESC_MAGIC, 1)
@@ -376,8 +382,8 @@ def bootloader_image(chip: str = "esp32", idf_ver: str = "v5.4.2") -> bytes:
     dram = soc.bl_dram[0] + (0x30 if chip == "esp32" else 0)
     img.entrypoint = soc.bl_iram[0]
     img.segments = [
-        ELFSection(b".dram0.bootdesc", dram, desc + rng.randbytes(0x2000), 0),
-        ELFSection(b".iram_loader.text", soc.bl_loader_iram[0], rng.randbytes(0x4000), 0),
+        ELFSection(b".dram0.bootdesc", dram, desc + rng.randbytes(0x1000), 0),
+        ELFSection(b".iram_loader.text", soc.bl_loader_iram[0], rng.randbytes(0x2C00), 0),
         ELFSection(b".iram.text", soc.bl_iram[0], rng.randbytes(0x1C00), 0),
     ]
     return img.save(None)
@@ -392,6 +398,8 @@ def merged_firmware(app: bytes, table: bytes, bootloader: bytes | None = None) -
     soc = chips.BY_ID[int.from_bytes(app[12:14], "little")]
     bootloader = bootloader or bootloader_image(soc.name)
     at = soc.bootloader_offset
+    if len(bootloader) > 0x8000 - at:
+        raise ValueError(f"bootloader ({len(bootloader)} bytes) overflows 0x{at:x}-0x8000")
     out = bytearray(b"\xff" * (0x10000 - at))
     out[: len(bootloader)] = bootloader
     out[0x8000 - at : 0x8000 - at + len(table)] = table

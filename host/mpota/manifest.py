@@ -233,10 +233,15 @@ def make(
 
 
 def keygen(private_path: str | Path, public_path: str | Path) -> None:
-    """A new key pair, written to both files or to neither."""
+    """A new key pair, written to both files or to neither; the private key readable by its
+    owner only (folders made as needed)."""
     if Path(private_path).resolve() == Path(public_path).resolve():
         raise ValueError(f"{private_path}: the private and public keys need two files")
     key = ec.generate_private_key(ec.SECP256R1())
+    for path in (private_path, public_path):
+        if Path(path).is_dir():
+            raise IsADirectoryError(21, "is a directory", str(path))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     with Staged() as out:
         out.write(
             private_path,
@@ -245,6 +250,7 @@ def keygen(private_path: str | Path, public_path: str | Path) -> None:
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             ),
+            mode=0o600,
         )
         out.write(
             public_path,

@@ -79,6 +79,7 @@ def create(
 ) -> list[str]:
     """Write a flash image as `esptool write_flash` would leave it after flashing MicroPython:
     bootloader where the chip's ROM looks for it (0x1000 on ESP32 and S2, 0 on S3 and C3, ...),
+    its header stating `flash_size` (as `idf.py flash` writes it for a board of that size),
     partition table at 0x8000, otadata erased, `firmware` in the first app partition; then power
     the chip on once. `chip_rev` (major * 100 + minor) defaults to the chip's (espsim.chips).
     Returns the boot log."""
@@ -95,7 +96,10 @@ def create(
                 f"{flash_size} bytes of flash"
             )
     flash = bytearray(b"\xff" * flash_size)
-    boot_img = images.bootloader_image(chip)
+    header = 1 << 20  # the largest header flash size (1-16 MB) that the flash holds
+    while header * 2 <= min(flash_size, 16 << 20):
+        header *= 2
+    boot_img = images.bootloader_image(chip, flash_size=header)
     flash[soc.bootloader_offset : soc.bootloader_offset + len(boot_img)] = boot_img
     flash[parttable.OFFSET : parttable.OFFSET + parttable.MAX_LEN] = parttable.build(table)
     apps = sorted((p for p in table if p.type == parttable.TYPE_APP), key=lambda p: p.subtype)

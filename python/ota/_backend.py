@@ -1,5 +1,7 @@
 # Picks the backend that does the flash work: the native `_ota` module when the firmware has
 # it, else the pure-Python one over esp32.Partition. Both give the same messages and errors.
+# Nothing here is imported by _pure or _native (this module imports them): what their callers
+# share, such as read_count(), lives in the lowest module that needs it.
 
 
 def get(name=None):
@@ -20,20 +22,3 @@ def get(name=None):
     from ._pure import Backend
 
     return Backend()
-
-
-# A stream's readinto(buf) must return how many bytes it put in buf: 0 at the end, None when a
-# non-blocking stream has none yet. Anything else is the stream's error, refused before a byte
-# is used, in the native core's words (ota_core_message).
-def read_count(n, size):
-    if n is None or isinstance(n, int) and 0 <= n <= size:
-        return n
-    if not isinstance(n, int):
-        what = "a " + type(n).__name__
-    elif -0x40000000 < n < 0x40000000:
-        what = "%d" % n
-    else:
-        what = "a huge int"
-    raise ValueError(
-        "Stream error: readinto() returned %s for a buffer of %d bytes." % (what, size)
-    )

@@ -23,7 +23,6 @@ import hashlib
 from esp32 import Partition
 
 from . import _image, _otadata
-from ._backend import read_count
 
 try:
     from micropython import const
@@ -50,6 +49,23 @@ def buffer(size=0):
         return bytearray(_BIG)
     except MemoryError:
         return bytearray(_BLOCK)
+
+
+# A stream's readinto(buf) must return how many bytes it put in buf: 0 at the end, None when a
+# non-blocking stream has none yet. Anything else is the stream's error, refused before a byte
+# is used, in the native core's words (ota_core_message).
+def read_count(n, size):
+    if n is None or isinstance(n, int) and 0 <= n <= size:
+        return n
+    if not isinstance(n, int):
+        what = "a " + type(n).__name__
+    elif -0x40000000 < n < 0x40000000:
+        what = "%d" % n
+    else:
+        what = "a huge int"
+    raise ValueError(
+        "Stream error: readinto() returned %s for a buffer of %d bytes." % (what, size)
+    )
 
 
 # Whether a tail of n bytes (< 64 KB, from a 64 KB boundary) is cheaper with one 64 KB erase

@@ -134,6 +134,8 @@ def _add_loop(dst, src, n):
 # The applier: a stream of the new image (readinto()) from the patch payload `src` (a stream,
 # e.g. deflate.DeflateIO over the download) and the old image in partition `old` (read through
 # readblocks() with one 4 KB buffer). cp: the checkpoint the payload starts at (None: its start).
+# src.readinto() returning None means "no data yet" (a non-blocking stream): it is asked again,
+# as by _ota.Patch and the writers' write_from().
 class Patch:
     def __init__(self, src, old, old_length, length, cp=None):
         self.src = src
@@ -151,8 +153,14 @@ class Patch:
         else:
             self.out, self.frm, self.phase, self.left = 0, 0, _START, 0
 
+    def _read(self, mv):
+        n = None
+        while n is None:
+            n = self.src.readinto(mv)
+        return n
+
     def _byte(self):
-        if not self.src.readinto(self.one):
+        if not self._read(self.one):
             raise ValueError("The patch is truncated.")
         return self.one[0]
 
@@ -196,7 +204,7 @@ class Patch:
             self.frm += self._size()
             if self.out >= self.length:
                 self.phase = _END
-                if self.src.readinto(self.one):
+                if self._read(self.one):
                     raise ValueError("The patch goes on past its end: corrupted.")
                 return False
             self._block(_DIFF, self._size())
@@ -207,7 +215,7 @@ class Patch:
     def _fill(self, mv):
         got = 0
         while got < len(mv):
-            n = self.src.readinto(mv[got:])
+            n = self._read(mv[got:])
             if not n:
                 raise ValueError("The patch is truncated.")
             got += n
@@ -226,6 +234,8 @@ class Patch:
             done += k
 
     def readinto(self, buf):
+        if self.src is None:
+            raise ValueError("This Patch is closed.")
         mv = memoryview(buf)
         n = 0
         while n < len(mv):
@@ -243,7 +253,7 @@ class Patch:
         return n
 
     def close(self):
-        pass
+        self.src = None  # src is the caller's to close
 
 
 # The applier for a patch: the core's, in C (_ota.Patch: usermod/ota_native/ota_delta.c), with

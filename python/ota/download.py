@@ -147,10 +147,16 @@ class Download:
             return 0
         from .writer import next_partition
 
-        if st.get("slot") != next_partition(_running()).info()[4]:
+        running = _running()
+        part = next_partition(running)
+        if st.get("slot") != part.info()[4]:
             return 0
         off = st.get("offset", 0)
-        if self.mpz and off:
+        if not off:
+            return 0
+        erased = st.get("erased", 0)
+        why = self._unproven(off, erased, part, running)
+        if not why and self.mpz:
             from . import delta
 
             try:
@@ -159,19 +165,47 @@ class Download:
                 self.hdr = delta.Header(raw, t["header_sha"], self.length)
                 self.hdr.at(off)
                 self.hdr.raw = raw
-            except (ValueError, TypeError, KeyError):
+            except (ValueError, TypeError, KeyError) as e:
                 self.hdr = None
-                return 0
-            return off
-        if self.o["compression"] or not isinstance(off, int) or off < 0 or off % 4096:
+                why = str(e)
+        if why:
+            self.say("Resume state ignored (offset %r: %s): starting from byte 0." % (off, why))
             return 0
-        # At least the image's last byte is asked for again: a Range starting at its length
-        # gets HTTP 416, and the writer needs a byte to finish on.
-        start = min(off, (self.length - 1) // 4096 * 4096) if self.length else 0
-        erased = st.get("erased", 0)
-        if start == off and isinstance(erased, int):
-            self.erased = erased
-        return start
+        if self.mpz:
+            return off
+        if self.o["compression"]:
+            return 0
+        if off == self.length:
+            # Saved after the last byte (a length that is a multiple of 4 KB), before set_boot():
+            # the last 4 KB are asked for again, as a Range from the length gets HTTP 416 and
+            # the writer needs a byte to finish on.
+            return off - 4096
+        self.erased = erased
+        return off
+
+    # Why the saved offset (and how far the slot is erased after it) cannot be trusted, or None:
+    # the state file may be damaged or hostile; only what the writer itself saves is taken.
+    def _unproven(self, off, erased, part, running):
+        from . import _image
+
+        size = part.info()[3]
+        if isinstance(off, bool) or not isinstance(off, int) or off < 0 or off % 4096:
+            return "not a multiple of 4096"
+        if off > self.length or off > size:
+            return "past the image's %d bytes or the slot's %d" % (self.length, size)
+        if erased and (
+            isinstance(erased, bool)
+            or not isinstance(erased, int)
+            or erased % 4096
+            or not off < erased <= size
+        ):
+            return "erased %r is not a 4 KB boundary after it in the slot" % (erased,)
+        head = bytearray(_image.HEAD)
+        part.readblocks(0, head)
+        err = _image.error(head, _image.running_chip(running))
+        if err:
+            return "the slot does not hold the image's start: " + err
+        return None
 
     # The file from byte `start` (an MPZ1 transfer: the checkpoint's offset in the file).
     def _open(self, start):
@@ -221,7 +255,7 @@ class Download:
     # The first 288 bytes (header, segment header, esp_app_desc_t), checked; the writer gets them.
     def _head(self, stream):
         from . import _image
-        from ._backend import read_count
+        from ._pure import read_count
 
         head = bytearray(_image.HEAD)
         got = 0

@@ -10,16 +10,17 @@
 # timeout bounds each wait on the socket; deadline (a time.ticks_ms() value) bounds the whole
 # request, headers and body, so that a server sending a byte a second cannot hold the device.
 # Headers are limited in size; a relative Location is resolved against the request's URL
-# (join()); a redirect from https with a CA to plain http is refused.
+# (join()); a redirect from https to plain http is refused (ValueError naming both URLs), with or
+# without a CA.
 #
 # With ca (the CA certificate, PEM or DER bytes) the server's certificate must chain to it and
 # name the host; without, https is encrypted but the server is not authenticated (as
 # MicroPython's requests does): sign your manifests, or pass ca.
 #
 # headers (a dict) and auth ((user, password): HTTP basic auth) are sent as `requests.get()`
-# sends them; a header the caller gives replaces this client's own (Host, User-Agent). As
-# CPython's requests does, the Authorization header (and a Host given by the caller) is not sent
-# on to another host or port when the server redirects there.
+# sends them; a header the caller gives replaces this client's own (Host, User-Agent). They go to
+# the URL's origin (scheme, host and port) only: none of them follows a redirect to another
+# origin, not even http to https on the same host (a token may be worth more than the file).
 
 import socket
 import sys
@@ -315,22 +316,16 @@ def get(url, start=0, ca=None, timeout=30, headers=None, auth=None, deadline=Non
 
 
 def _get(url, start, ca, timeout, headers, deadline):
-    origin = None
-    first = url
+    origin = prev = None  # the origin and URL that redirected here
     for _ in range(4):
         scheme, host, port, path = _split(url)
-        if ca and first.startswith("https:") and scheme != "https":
-            raise ValueError("refused: %s redirects to plain http (%s)" % (first, url))
-        if (
-            origin
-            and origin != (host, port)
-            and not (
-                origin == (host, 80) and scheme == "https" and port == 443  # http -> https
-            )
-        ):
-            drop = ("authorization", "host")
-            headers = {k: headers[k] for k in headers if k.lower() not in drop}
-        origin = (host, port)
+        if origin and origin != (scheme, host, port):
+            # Plain http would show the request, and its answer, to anyone on the way.
+            if origin[0] == "https" and scheme != "https":
+                raise ValueError("refused: %s redirects to plain http (%s)" % (prev, url))
+            # The caller's headers and auth are for the origin they were given with only.
+            headers = {}
+        origin = (scheme, host, port)
         s = _connect(scheme, host, port, ca, timeout, deadline, url)
         try:
             req = "GET %s HTTP/1.0\r\n" % path
@@ -371,7 +366,7 @@ def _get(url, start, ca, timeout, headers, deadline):
             raise
         if status in _REDIRECTS and "location" in hdrs:
             s.close()
-            url = join(url, hdrs["location"])
+            prev, url = url, join(url, hdrs["location"])
             continue
         if status not in (200, 206):
             s.close()

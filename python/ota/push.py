@@ -12,7 +12,7 @@ _ETIMEDOUT = 110
 def receive(length, sha, chunk=4096, verify=True, reboot=False, backend=None, timeout=30):
     import select
 
-    from ._backend import read_count
+    from ._pure import read_count
     from .writer import OTA
 
     out = sys.stdout

@@ -1,7 +1,9 @@
 # The ESP-IDF 2nd stage bootloader's choice of app on each boot
 # (components/bootloader_support/src/bootloader_utility.c, v5.3-v5.5, without anti-rollback,
 # secure boot or flash encryption):
-# 1. verify the partition table at 0x8000;
+# 1. verify the partition table at 0x8000 (esp_partition_table_verify(): the MD5 entry, and no
+#    partition past the flash size the bootloader's own image header states, which
+#    update_flash_config() of bootloader_<chip>.c gives the ROM's flash driver);
 # 2. with rollback enabled, turn a PENDING_VERIFY otadata entry into ABORTED (the app did not
 #    confirm itself during its first boot), and a selected NEW entry into PENDING_VERIFY;
 # 3. boot ota_[(max valid seq - 1) % app_count], or factory / ota_0 when otadata holds nothing;
@@ -125,6 +127,16 @@ def _set_actual_ota_seq(dev, bs, index, initial, log):
         log.append("boot: Set actual ota_seq=%d in otadata[0]" % e.seq)
 
 
+# esp_image_header_t.spi_size (the high nibble of byte 3) -> MB, as update_flash_config() of
+# components/bootloader_support/src/<chip>/bootloader_<chip>.c reads it: 1-16 MB on every chip
+# simulated here, anything else 2 MB (the S3's and C5's 32 MB and more are not simulated).
+HEADER_FLASH_MB = {0: 1, 1: 2, 2: 4, 3: 8, 4: 16}
+
+
+def header_flash_size(hdr_byte3):
+    return HEADER_FLASH_MB.get(hdr_byte3 >> 4, 2) * 1024 * 1024
+
+
 def boot(dev):
     # One power-on of the chip. Returns (partition, log lines); raises Bricked.
     log = []
@@ -134,10 +146,9 @@ def boot(dev):
             "no 2nd stage bootloader at 0x%x, where the %s ROM looks (invalid header)"
             % (at, dev.chip.display)
         )
+    chip_size = header_flash_size(dev.flash.read(at + 3, 1)[0])
     try:
-        parts = parttable.parse(
-            dev.flash.read(parttable.OFFSET, parttable.MAX_LEN), dev.flash.size
-        )
+        parts = parttable.parse(dev.flash.read(parttable.OFFSET, parttable.MAX_LEN), chip_size)
     except ValueError as e:
         raise Bricked("Failed to verify partition table: %s" % e)
     dev.parts = parts

@@ -60,7 +60,10 @@ def parse(buf, flash_size):
         magic, ptype, subtype, addr, size, label, flags = struct.unpack_from(ENTRY_FMT, buf, off)
         if magic == MAGIC:
             if addr > flash_size or addr + size > flash_size:
-                raise ValueError("partition %d exceeds flash chip size" % n)
+                raise ValueError(
+                    "partition %d invalid - offset 0x%x size 0x%x exceeds flash chip size 0x%x"
+                    % (n, addr, size, flash_size)
+                )
             label = bytes(label).split(b"\x00")[0].decode()
             parts.append(Part(ptype, subtype, addr, size, label, flags))
         elif magic == MAGIC_MD5:

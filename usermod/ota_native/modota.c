@@ -7,8 +7,10 @@
 //                                      whose first bytes are already written; erased: the slot
 //                                      is known erased from there up to this offset)
 //       .write(buf) -> int            any bytes-like object
-//       .write_from(stream, limit=-1) -> int    pumps stream.readinto() straight into the
-//                                      session's own buffer (ota_core_space/commit), in C
+//       .write_from(stream, limit=-1) -> int    pumps stream.readinto(): native streams
+//                                      straight into the session's own buffer
+//                                      (ota_core_space/commit), others through a buffer of
+//                                      their own (see ota_update_write_from())
 //       .finish(sha=None, length=0, verify=True, set_boot=False)    verify: the flash holds the
 //                                      bytes received (ValueError "SHA verify failed: ...")
 //       .abort()
@@ -28,10 +30,21 @@
 //                                      label, or an esp32.Partition); cp: the MPZ1 checkpoint
 //                                      (comp, out, pay, frm, phase, left) src starts at
 //       .readinto(buf) -> int          bytes of the new image (0: complete)
-//       .close()
+//       .close()                       readinto() then raises ValueError
+//
+// Memory safety whatever Python code does: no pointer into a Python object is used after a call
+// back into Python (a stream's readinto(), progress()) without fetching it again and checking
+// its length, and Python is never handed a view of memory it does not own (the session's buffer
+// and the patch bytes are C memory inside these objects): a stream's readinto() gets a fresh
+// memoryview of a heap buffer that the object keeps (a view kept by the stream keeps that buffer
+// alive; a memoryview cannot be resized), and its bytes are copied out before anything else runs.
+// A stream's readinto() returning None means "no data yet" (a non-blocking stream): it is asked
+// again, by write_from() and by Patch alike.
 //   _ota.flash_counts() -> (erase_4k, erase_64k, program_pages, program_bytes, read_ops,
 //                           read_bytes)        host builds only (the simulated flash)
 
+#include <limits.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "py/mperrno.h"
@@ -51,10 +64,15 @@
 #define MP_NORETURN NORETURN
 #endif
 
+#if !MICROPY_PY_BUILTINS_MEMORYVIEW
+#error "_ota hands streams memoryviews: it needs MICROPY_PY_BUILTINS_MEMORYVIEW"
+#endif
+
 typedef struct _ota_update_obj_t {
     mp_obj_base_t base;
     ota_core_t core;
     mp_obj_t progress;
+    uint8_t *scratch; // OTA_BUFFER_SIZE heap bytes: what Python streams' readinto() is given
     size_t reported; // bytes received at the last progress call
     size_t expect_len; // of the last finish(), for its error message
     uint8_t expect_sha[OTA_SHA256_LEN];
@@ -64,6 +82,10 @@ typedef struct _ota_update_obj_t {
 // esp32 port does (OSError(-code, "ESP_ERR_NAME")); the core's own as ValueError(message), or
 // OSError(ENOENT, message) when there is no OTA partition, with the `ota` package's wording.
 static MP_NORETURN void ota_raise(esp_err_t err, ota_update_obj_t *self) {
+    if (err == OTA_ERR_CLOSED && self && self->core.state == OTA_CORE_DONE) {
+        mp_raise_ValueError(MP_ERROR_TEXT(
+            "This OTA update is finished: start a new Update() to write again."));
+    }
     if (err >= OTA_ERR_BASE && err < OTA_ERR_BASE + 0x100) {
         char msg[320];
         ota_core_message(self ? &self->core : NULL, err, self ? self->expect_len : 0,
@@ -96,6 +118,46 @@ static void ota_check(esp_err_t err, ota_update_obj_t *self) {
 
 static ota_update_obj_t *ota_update_get(mp_obj_t self_in) {
     return MP_OBJ_TO_PTR(self_in);
+}
+
+// Counts beyond 30 bits are "a huge int" whatever the port's small-int range (as in
+// ota_core_message()), so that every port and the ctypes _ota say the same.
+#define OTA_HUGE_COUNT (0x40000000)
+
+// What a Python stream's readinto() returned: *count, or (*what set) something that is no
+// count at all. False for None: a non-blocking stream with no data yet.
+static bool ota_read_count(mp_obj_t r, long long *count, const char **what) {
+    *count = 0;
+    *what = NULL;
+    if (r == mp_const_none) {
+        return false;
+    }
+    if (mp_obj_is_small_int(r) || mp_obj_is_bool(r)) {
+        *count = mp_obj_get_int(r);
+    } else {
+        *what = mp_obj_is_int(r) ? "huge int" : mp_obj_get_type_str(r);
+    }
+    return true;
+}
+
+// readinto() of a stream given `asked` bytes returned something other than a count of bytes
+// in them: the stream's error, in ota_core_message()'s words.
+static MP_NORETURN void ota_raise_stream(long long count, const char *what, size_t asked) {
+    if (what == NULL && (count >= OTA_HUGE_COUNT || count <= -OTA_HUGE_COUNT)) {
+        what = "huge int";
+    }
+    if (what) {
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("Stream error: readinto() "
+            "returned a %s for a buffer of %u bytes."), what, (unsigned)asked);
+    }
+    mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT("Stream error: readinto() returned "
+        "%d for a buffer of %u bytes."), (int)count, (unsigned)asked);
+}
+
+// A fresh writable memoryview of n bytes at buf (heap memory the caller keeps), for a Python
+// stream's readinto(): it cannot be resized, and keeps buf alive as long as it is kept.
+static mp_obj_t ota_view(uint8_t *buf, size_t n) {
+    return mp_obj_new_memoryview('B' | MP_OBJ_ARRAY_TYPECODE_FLAG_RW, n, buf);
 }
 
 // Flash work happens without the GIL (data must stay valid meanwhile): len bytes of data, or
@@ -131,8 +193,16 @@ static mp_obj_t ota_update_make_new(const mp_obj_type_t *type, size_t n_args, si
     if (args[ARG_length].u_int < 0 || args[ARG_offset].u_int < 0 || args[ARG_erased].u_int < 0) {
         mp_raise_ValueError(MP_ERROR_TEXT("length, offset and erased must be >= 0"));
     }
+    #if MP_INT_MAX > 0xFFFFFFFF && MP_INT_MAX == LONG_MAX
+    if (args[ARG_length].u_int > 0xFFFFFFFF) { // no partition is that large (the core's
+        // message would print the length cut to 32 bits)
+        mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT(
+            "length (%ld bytes) is > size of partition."), (long)args[ARG_length].u_int);
+    }
+    #endif
     ota_update_obj_t *self = mp_obj_malloc_with_finaliser(ota_update_obj_t, type);
     self->progress = args[ARG_progress].u_obj;
+    self->scratch = NULL;
     self->reported = 0;
     self->expect_len = 0;
     MP_THREAD_GIL_EXIT();
@@ -154,15 +224,24 @@ static mp_obj_t ota_update_write(mp_obj_t self_in, mp_obj_t data_in) {
     ota_update_obj_t *self = ota_update_get(self_in);
     mp_buffer_info_t bufinfo;
     mp_get_buffer_raise(data_in, &bufinfo, MP_BUFFER_READ);
+    // The core copies data into its buffer: data must not be (part of) that buffer. Nothing
+    // hands Python a view of it; this refuses one all the same, before the core is called.
+    uintptr_t at = (uintptr_t)bufinfo.buf, own = (uintptr_t)self->core.buf;
+    if (bufinfo.len && at < own + sizeof(self->core.buf) && own < at + bufinfo.len) {
+        mp_raise_ValueError(MP_ERROR_TEXT("write(): the data overlaps the update's own buffer."));
+    }
     ota_update_feed(self, bufinfo.buf, bufinfo.len);
     return MP_OBJ_NEW_SMALL_INT(bufinfo.len);
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(ota_update_write_obj, ota_update_write);
 
 // Pump a stream into the image: native streams (files, sockets, SSL) are read directly into
-// the session's buffer, where the core collects whole 4 KB pieces for flash; other objects
-// through their readinto() method, with a bytearray that refers to that buffer (made once per
-// call and pointed at the free part of the buffer before each read, not made per chunk).
+// the session's buffer, where the core collects whole 4 KB pieces for flash. Other objects
+// through their readinto() method, given a fresh memoryview of the object's heap buffer
+// (scratch, allocated on first use): never a view of the session's buffer, which a stream could
+// keep after the Update is gone, or pass back to write(). What it read is then written as
+// write() writes it, from scratch (which nothing frees while the Update lives), after the
+// count is checked.
 static mp_obj_t ota_update_write_from(size_t n_args, const mp_obj_t *args) {
     ota_update_obj_t *self = ota_update_get(args[0]);
     mp_obj_t stream = args[1];
@@ -171,10 +250,12 @@ static mp_obj_t ota_update_write_from(size_t n_args, const mp_obj_t *args) {
     mp_load_method(stream, MP_QSTR_readinto, dest);
     bool native = dest[0] == MP_OBJ_FROM_PTR(&mp_stream_readinto_obj);
     const mp_stream_p_t *sp = native ? mp_get_stream(stream) : NULL;
-    mp_obj_t view = MP_OBJ_NULL;
     size_t total = 0;
     nlr_buf_t nlr;
     if (nlr_push(&nlr) == 0) {
+        if (!native && self->scratch == NULL) {
+            self->scratch = m_new(uint8_t, OTA_BUFFER_SIZE);
+        }
         while (limit < 0 || total < (size_t)limit) {
             size_t want;
             uint8_t *space = ota_core_space(&self->core, &want);
@@ -199,21 +280,9 @@ static mp_obj_t ota_update_write_from(size_t n_args, const mp_obj_t *args) {
                 }
                 count = (long long)r;
             } else {
-                if (view == MP_OBJ_NULL) {
-                    view = mp_obj_new_bytearray_by_ref(want, space);
-                }
-                mp_obj_array_t *a = MP_OBJ_TO_PTR(view);
-                a->items = space;
-                a->len = want;
-                dest[2] = view;
-                mp_obj_t r = mp_call_method_n_kw(1, 0, dest);
-                if (r == mp_const_none) {
-                    continue; // a non-blocking stream with nothing to read yet
-                }
-                if (mp_obj_is_small_int(r) || mp_obj_is_bool(r)) {
-                    count = mp_obj_get_int(r);
-                } else {
-                    what = mp_obj_is_int(r) ? "huge int" : mp_obj_get_type_str(r);
+                dest[2] = ota_view(self->scratch, want);
+                if (!ota_read_count(mp_call_method_n_kw(1, 0, dest), &count, &what)) {
+                    continue; // None: a non-blocking stream with nothing to read yet
                 }
             }
             ota_check(ota_core_check_read(&self->core, count, want, what), self);
@@ -221,7 +290,9 @@ static mp_obj_t ota_update_write_from(size_t n_args, const mp_obj_t *args) {
             if (n == 0) {
                 break;
             }
-            ota_update_feed(self, NULL, n);
+            // The session's buffer may have changed during readinto() (it is Python code: it
+            // may have called write()): write() takes the bytes wherever the session is now.
+            ota_update_feed(self, native ? NULL : self->scratch, n);
             total += n;
         }
         nlr_pop();
@@ -359,19 +430,44 @@ static const esp_partition_t *ota_find(mp_obj_t label) {
 }
 
 // The delta-patch applier: the core's state machine (ota_delta.c) and the patch bytes read from
-// src but not yet taken by it. src is read OTA_DELTA_IN_BUF bytes at a time into `in`: native
-// streams directly, others through their readinto() with a bytearray that refers to `in`
-// (made once per object).
+// src but not yet taken by it, in `in` (C memory, never shown to Python). src is read
+// OTA_DELTA_IN_BUF bytes at a time: native streams directly into `in`, others through their
+// readinto() given a fresh memoryview of `scratch` (a heap buffer the Patch keeps; a view the
+// stream keeps keeps it alive), whose bytes are copied into `in` as soon as it returns.
 typedef struct _ota_patch_obj_t {
     mp_obj_base_t base;
-    mp_obj_t src;
-    mp_obj_t view;
+    mp_obj_t src; // None once closed
+    uint8_t *scratch;
     size_t pos; // in[pos:fill) is still to be taken
     size_t fill;
     bool ended; // the image is complete and src was found to end there
+    bool closed; // close() ran, or an exception ended a readinto(): readinto() refuses
     ota_delta_t delta;
     uint8_t in[OTA_DELTA_IN_BUF];
 } ota_patch_obj_t;
+
+// A checkpoint's items: MPZ1 header fields (u32), each an int from 0 to 2**30 - 1 here (every
+// port's small int, and far beyond any image), so that none reaches the core cut or overflowed.
+static const char *const ota_cp_names[6] = { "comp", "out", "pay", "frm", "phase", "left" };
+
+static void ota_patch_cp(mp_obj_t cp_in, mp_int_t v[6]) {
+    size_t n = 0;
+    mp_obj_t *cp = NULL;
+    if (mp_obj_is_type(cp_in, &mp_type_tuple) || mp_obj_is_type(cp_in, &mp_type_list)) {
+        mp_obj_get_array(cp_in, &n, &cp);
+    }
+    if (n != 6) {
+        mp_raise_ValueError(MP_ERROR_TEXT("cp must be (comp, out, pay, frm, phase, left)"));
+    }
+    for (size_t i = 0; i < 6; i++) {
+        if (!mp_obj_is_small_int(cp[i]) || MP_OBJ_SMALL_INT_VALUE(cp[i]) < 0
+            || MP_OBJ_SMALL_INT_VALUE(cp[i]) >= OTA_HUGE_COUNT) {
+            mp_raise_msg_varg(&mp_type_ValueError, MP_ERROR_TEXT(
+                "cp's %s (item %d) must be an int from 0 to 2**30 - 1"), ota_cp_names[i], (int)i);
+        }
+        v[i] = MP_OBJ_SMALL_INT_VALUE(cp[i]);
+    }
+}
 
 static mp_obj_t ota_patch_make_new(const mp_obj_type_t *type, size_t n_args, size_t n_kw,
     const mp_obj_t *all_args) {
@@ -389,6 +485,10 @@ static mp_obj_t ota_patch_make_new(const mp_obj_type_t *type, size_t n_args, siz
     if (args[ARG_old_length].u_int < 0 || args[ARG_length].u_int < 0) {
         mp_raise_ValueError(MP_ERROR_TEXT("lengths must be >= 0"));
     }
+    mp_int_t cp[6] = {0};
+    if (args[ARG_cp].u_obj != mp_const_none) {
+        ota_patch_cp(args[ARG_cp].u_obj, cp);
+    }
     mp_obj_t label = args[ARG_old].u_obj;
     if (!mp_obj_is_str(label)) { // a Partition: its info()[4]
         mp_obj_t dest[2];
@@ -399,35 +499,36 @@ static mp_obj_t ota_patch_make_new(const mp_obj_type_t *type, size_t n_args, siz
     const esp_partition_t *old = ota_find(label);
     ota_patch_obj_t *self = mp_obj_malloc(ota_patch_obj_t, type);
     self->src = args[ARG_src].u_obj;
-    self->view = MP_OBJ_NULL;
+    self->scratch = NULL;
     self->pos = self->fill = 0;
-    self->ended = false;
+    self->ended = self->closed = false;
     esp_err_t err;
     if (args[ARG_cp].u_obj == mp_const_none) {
         err = ota_delta_begin(&self->delta, old, args[ARG_old_length].u_int,
             args[ARG_length].u_int);
     } else {
-        size_t n;
-        mp_obj_t *cp;
-        mp_obj_get_array(args[ARG_cp].u_obj, &n, &cp);
-        if (n < 6) {
-            mp_raise_ValueError(MP_ERROR_TEXT("cp must be (comp, out, pay, frm, phase, left)"));
-        }
         err = ota_delta_begin_at(&self->delta, old, args[ARG_old_length].u_int,
-            args[ARG_length].u_int, mp_obj_get_int(cp[1]), mp_obj_get_int(cp[3]),
-            mp_obj_get_int(cp[4]), mp_obj_get_int(cp[5]));
+            args[ARG_length].u_int, cp[1], cp[3], (int)cp[4], cp[5]);
     }
     ota_check(err, NULL);
     return MP_OBJ_FROM_PTR(self);
 }
 
-// Read the next patch bytes from src into self->in; 0 at its end.
+static void ota_patch_check_open(ota_patch_obj_t *self) {
+    if (self->closed) {
+        mp_raise_ValueError(MP_ERROR_TEXT("This Patch is closed."));
+    }
+}
+
+// Read the next patch bytes from src into self->in; 0 at its end. A readinto() returning None
+// (no data yet) is asked again.
 static size_t ota_patch_read(ota_patch_obj_t *self) {
     mp_obj_t dest[3];
     mp_load_method(self->src, MP_QSTR_readinto, dest);
+    bool native = dest[0] == MP_OBJ_FROM_PTR(&mp_stream_readinto_obj);
     for (;;) {
-        mp_int_t n;
-        if (dest[0] == MP_OBJ_FROM_PTR(&mp_stream_readinto_obj)) {
+        size_t n;
+        if (native) {
             int errcode;
             mp_uint_t r = mp_get_stream(self->src)->read(self->src, self->in, sizeof(self->in),
                 &errcode);
@@ -439,18 +540,22 @@ static size_t ota_patch_read(ota_patch_obj_t *self) {
             }
             n = r;
         } else {
-            if (self->view == MP_OBJ_NULL) {
-                self->view = mp_obj_new_bytearray_by_ref(sizeof(self->in), self->in);
+            if (self->scratch == NULL) {
+                self->scratch = m_new(uint8_t, OTA_DELTA_IN_BUF);
             }
-            dest[2] = self->view;
-            mp_obj_t r = mp_call_method_n_kw(1, 0, dest);
-            n = r == mp_const_none ? 0 : mp_obj_get_int(r); // None: no more bytes
-            if (n < 0 || (size_t)n > sizeof(self->in)) {
-                mp_raise_msg_varg(&mp_type_ValueError,
-                    MP_ERROR_TEXT("Stream error: readinto() returned %d for a buffer of %d "
-                    "bytes."), (int)n, (int)sizeof(self->in));
+            dest[2] = ota_view(self->scratch, OTA_DELTA_IN_BUF);
+            long long count;
+            const char *what;
+            if (!ota_read_count(mp_call_method_n_kw(1, 0, dest), &count, &what)) {
+                continue; // None: no data yet
             }
+            if (what || count < 0 || count > OTA_DELTA_IN_BUF) {
+                ota_raise_stream(count, what, OTA_DELTA_IN_BUF);
+            }
+            n = (size_t)count;
+            memcpy(self->in, self->scratch, n);
         }
+        ota_patch_check_open(self); // readinto() may have closed this Patch
         self->pos = 0;
         self->fill = n;
         return n;
@@ -469,32 +574,60 @@ static size_t ota_patch_run(ota_patch_obj_t *self, uint8_t *out, size_t room) {
     return made;
 }
 
-static mp_obj_t ota_patch_readinto(mp_obj_t self_in, mp_obj_t buf_in) {
-    ota_patch_obj_t *self = MP_OBJ_TO_PTR(self_in);
+// buf's buffer, fetched again after each read of src (Python code, which may have resized or
+// freed what it was): the same length as at the start, or ValueError.
+static uint8_t *ota_patch_out(mp_obj_t buf_in, size_t len) {
     mp_buffer_info_t buf;
     mp_get_buffer_raise(buf_in, &buf, MP_BUFFER_WRITE);
-    uint8_t *out = buf.buf;
-    size_t made = 0;
-    while (made < buf.len && !ota_delta_done(&self->delta)) {
-        if (self->pos == self->fill && ota_patch_read(self) == 0) {
-            ota_check(ota_delta_end(&self->delta), NULL); // the patch ends before the image
-        }
-        made += ota_patch_run(self, out + made, buf.len - made);
+    if (buf.len != len) {
+        mp_raise_ValueError(MP_ERROR_TEXT(
+            "Patch.readinto()'s buffer was resized while the patch was read."));
     }
-    if (ota_delta_done(&self->delta) && !self->ended) {
-        // The image is complete: the patch must end here (a byte after it is the core's error).
-        if (self->pos == self->fill) {
-            ota_patch_read(self);
+    return buf.buf;
+}
+
+static mp_obj_t ota_patch_readinto(mp_obj_t self_in, mp_obj_t buf_in) {
+    ota_patch_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    ota_patch_check_open(self);
+    mp_buffer_info_t buf;
+    mp_get_buffer_raise(buf_in, &buf, MP_BUFFER_WRITE);
+    size_t made = 0;
+    nlr_buf_t nlr;
+    if (nlr_push(&nlr) == 0) {
+        while (made < buf.len && !ota_delta_done(&self->delta)) {
+            if (self->pos == self->fill) {
+                size_t n = ota_patch_read(self);
+                buf.buf = ota_patch_out(buf_in, buf.len);
+                if (n == 0) {
+                    ota_check(ota_delta_end(&self->delta), NULL); // the patch ends too soon
+                }
+            }
+            made += ota_patch_run(self, (uint8_t *)buf.buf + made, buf.len - made);
         }
-        ota_patch_run(self, NULL, 0);
-        self->ended = true;
+        if (ota_delta_done(&self->delta) && !self->ended) {
+            // The image is complete: the patch must end here (a byte after it is the core's
+            // error).
+            if (self->pos == self->fill) {
+                ota_patch_read(self);
+            }
+            ota_patch_run(self, NULL, 0);
+            self->ended = true;
+        }
+        nlr_pop();
+    } else {
+        // The bytes made by this call are lost with its result: the Patch cannot go on.
+        self->closed = true;
+        self->src = mp_const_none;
+        nlr_jump(nlr.ret_val);
     }
     return mp_obj_new_int_from_uint(made);
 }
 static MP_DEFINE_CONST_FUN_OBJ_2(ota_patch_readinto_obj, ota_patch_readinto);
 
 static mp_obj_t ota_patch_close(mp_obj_t self_in) {
-    (void)self_in;
+    ota_patch_obj_t *self = MP_OBJ_TO_PTR(self_in);
+    self->closed = true;
+    self->src = mp_const_none; // src is the caller's to close
     return mp_const_none;
 }
 static MP_DEFINE_CONST_FUN_OBJ_1(ota_patch_close_obj, ota_patch_close);

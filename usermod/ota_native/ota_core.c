@@ -456,6 +456,11 @@ esp_err_t ota_core_write(ota_core_t *s, const uint8_t *data, size_t len) {
     if (s->state != OTA_CORE_WRITING) {
         return OTA_ERR_CLOSED;
     }
+    // Data inside the session's own buffer would be copied onto itself: refused, nothing done.
+    uintptr_t at = (uintptr_t)data, own = (uintptr_t)s->buf;
+    if (len && at < own + sizeof(s->buf) && own < at + len) {
+        return ESP_ERR_INVALID_ARG;
+    }
     while (len > 0) {
         size_t room;
         uint8_t *p = ota_core_space(s, &room);

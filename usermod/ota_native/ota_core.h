@@ -127,7 +127,8 @@ esp_err_t ota_core_assume_erased(ota_core_t *s, size_t end);
 // end of the last block erased ahead of the data; `written` itself after a failed program or
 // when the data ends inside a sector.
 size_t ota_core_erased(const ota_core_t *s);
-// Append data to the image.
+// Append data to the image. ESP_ERR_INVALID_ARG (and nothing done) for data that overlaps the
+// session's own buffer (s->buf).
 esp_err_t ota_core_write(ota_core_t *s, const uint8_t *data, size_t len);
 // Where the next bytes of the image go, for a reader that fills the session's buffer itself
 // (no copy): *room bytes at the returned address, then ota_core_commit() with how many it put

@@ -4,7 +4,13 @@ The same C core (usermod/ota_native/ota_core.c) and host backend that the MicroP
 links, built as build/c/libota_host.so (`make -C tests/c`, which `make test` runs), driven
 through ctypes with the API of the MicroPython binding (usermod/ota_native/modota.c). Error
 texts come from the core (ota_core_message), as in the binding. Set $OTA_HOST_LIB to use another
-build. Without the library, `import _ota` fails as it does on stock firmware.
+build (e.g. one built with AddressSanitizer). Without the library, `import _ota` fails as it does
+on stock firmware.
+
+As in modota.c, Python code never gets a view of C memory: a stream's readinto() is given a fresh
+memoryview of a bytearray of the object's own, whose bytes are copied out when it returns; a
+buffer given to Patch.readinto() is looked up again after each read of the patch (and must keep
+its size); readinto() returning None means "no data yet" and is asked again.
 """
 
 import ctypes
@@ -106,13 +112,45 @@ def _raise(err, upd=None):
 
 def _check(err, upd=None):
     if err:
+        if err == _ERR_CLOSED and upd is not None and upd._finished:
+            raise ValueError("This OTA update is finished: start a new Update() to write again.")
         _raise(err, upd)
+
+
+_HUGE = 1 << 30  # as OTA_HUGE_COUNT in modota.c and OTA_HUGE in ota_core.c
+
+
+def _count(n):
+    # As ota_read_count() in modota.c: (count, what), what naming a result that is no count.
+    if not isinstance(n, int):
+        return 0, type(n).__name__
+    if not -(1 << 62) < n < 1 << 62:  # beyond MicroPython's small ints on unix
+        return 0, "huge int"
+    return n, None
+
+
+def _stream_error(count, what, asked):
+    # As ota_raise_stream() in modota.c (and ota_core_message()).
+    if what is None and not -_HUGE < count < _HUGE:
+        what = "huge int"
+    if what is not None:
+        return ValueError(
+            "Stream error: readinto() returned a %s for a buffer of %d bytes." % (what, asked)
+        )
+    return ValueError(
+        "Stream error: readinto() returned %d for a buffer of %d bytes." % (count, asked)
+    )
 
 
 class Update:
     def __init__(self, length=0, confirm=False, progress=None, offset=0, erased=0):
+        self._freed = True  # nothing to free until the core is begun
+        self._finished = False
         if length < 0 or offset < 0 or erased < 0:
             raise ValueError("length, offset and erased must be >= 0")
+        if length > 0xFFFFFFFF:  # no partition is that large
+            raise ValueError("length (%d bytes) is > size of partition." % length)
+        self._scratch = None
         self._core = ctypes.create_string_buffer(_lib.ota_ffi_core_size())
         self._expect_sha = ctypes.create_string_buffer(32)
         self._expect_len = 0
@@ -144,31 +182,28 @@ class Update:
         return len(data)
 
     def write_from(self, stream, limit=-1):
-        # As modota.c: each read goes straight into the free part of the session's buffer.
+        # As modota.c for an object with a Python readinto(): a fresh memoryview of the object's
+        # own buffer each read (never of the session's buffer), its bytes then written.
         room = _sz()
         total = 0
         try:
+            if self._scratch is None:
+                self._scratch = bytearray(BUFFER_SIZE)
             while limit < 0 or total < limit:
                 space = _lib.ota_core_space(self._core, ctypes.byref(room))
                 if not space:
-                    _raise(_ERR_CLOSED, self)
+                    _check(_ERR_CLOSED, self)
                 want = room.value if limit < 0 else min(room.value, limit - total)
-                n = stream.readinto(
-                    memoryview((ctypes.c_char * want).from_address(space)).cast("B")
-                )
+                n = stream.readinto(memoryview(self._scratch)[:want])
                 if n is None:
-                    continue
+                    continue  # a non-blocking stream with nothing to read yet
                 # As modota.c: the core checks the count before a byte of the buffer is used.
-                what = None
-                if not isinstance(n, int):
-                    what, n = type(n).__name__.encode(), 0
-                elif not -(1 << 62) < n < 1 << 62:  # beyond MicroPython's small ints on unix
-                    what, n = b"huge int", 0
-                self._what = what  # the core keeps a pointer to it for the message
-                _check(_lib.ota_core_check_read(self._core, n, want, what), self)
+                n, what = _count(n)
+                self._what = what.encode() if what else None  # the core keeps a pointer to it
+                _check(_lib.ota_core_check_read(self._core, n, want, self._what), self)
                 if n == 0:
                     break
-                self._feed(None, n)
+                self._feed(bytes(self._scratch[:n]), n)
                 total += n
         except BaseException:
             _lib.ota_core_abort(self._core)
@@ -187,6 +222,7 @@ class Update:
             raise ValueError("length must be >= 0")
         self._expect_len = length
         _check(_lib.ota_core_finish(self._core, length, expect, verify, set_boot, None, 0), self)
+        self._finished = True
 
     def abort(self):
         _lib.ota_core_abort(self._core)
@@ -232,20 +268,39 @@ class Update:
             _lib.ota_core_free(self._core)
 
 
+_CP_NAMES = ("comp", "out", "pay", "frm", "phase", "left")
+
+
+def _cp(cp):
+    # As ota_patch_cp() in modota.c: six ints from 0 to 2**30 - 1.
+    if not isinstance(cp, (tuple, list)) or len(cp) != 6:
+        raise ValueError("cp must be (comp, out, pay, frm, phase, left)")
+    for i, v in enumerate(cp):
+        if type(v) is not int or not 0 <= v < _HUGE:
+            raise ValueError(
+                "cp's %s (item %d) must be an int from 0 to 2**30 - 1" % (_CP_NAMES[i], i)
+            )
+    return cp
+
+
 class Patch:
     """As modota.c's Patch: the core's applier (ota_delta.c) over the old image in partition
     `old` (a label, or an object whose info()[4] is one), pumping the patch from src."""
 
     def __init__(self, src, old, old_length, length, cp=None):
-        part = _find(old if isinstance(old, str) else old.info()[4])
         if old_length < 0 or length < 0:
             raise ValueError("lengths must be >= 0")
+        if cp is not None:
+            cp = _cp(cp)
+        part = _find(old if isinstance(old, str) else old.info()[4])
         self._d = ctypes.create_string_buffer(_lib.ota_ffi_delta_size())
         self._src = src
         self._in = ctypes.create_string_buffer(DELTA_IN_BUF)
+        self._scratch = bytearray(DELTA_IN_BUF)
         self._pos = self._fill = 0
         self._eof = False
-        if cp:
+        self._closed = False
+        if cp is not None:
             err = _lib.ota_delta_begin_at(
                 self._d, part, old_length, length, cp[1], cp[3], cp[4], cp[5]
             )
@@ -253,48 +308,82 @@ class Patch:
             err = _lib.ota_delta_begin(self._d, part, old_length, length)
         _check(err)
 
-    def _read(self):
-        n = self._src.readinto(memoryview(self._in).cast("B"))
-        if n is None:
-            return 0  # no bytes: the patch ends here (truncated, unless it is complete)
-        if not isinstance(n, int) or not 0 <= n <= DELTA_IN_BUF:
-            raise ValueError(
-                "Stream error: readinto() returned %r for a buffer of %d bytes."
-                % (n, DELTA_IN_BUF)
-            )
-        self._pos, self._fill = 0, n
-        return n
+    def _check_open(self):
+        if self._closed:
+            raise ValueError("This Patch is closed.")
 
-    def _run(self, out, room):
+    def _read(self):
+        # As ota_patch_read(): a fresh view of the Patch's own bytearray, copied into `in`.
+        readinto = self._src.readinto  # as the binding, which looks the method up once
+        while True:
+            n = readinto(memoryview(self._scratch))
+            if n is None:
+                continue  # no data yet
+            n, what = _count(n)
+            if what is not None or not 0 <= n <= DELTA_IN_BUF:
+                raise _stream_error(n, what, DELTA_IN_BUF)
+            ctypes.memmove(self._in, bytes(self._scratch[:n]), n)
+            self._check_open()  # readinto() may have closed this Patch
+            self._pos, self._fill = 0, n
+            return n
+
+    def _run(self, buf, at, room):
+        # ota_patch_run() into buf[at:at + room] (buf None: no output); holds no export of buf
+        # when it returns.
         used, made = _sz(), _sz()
-        at = ctypes.addressof(self._in) + self._pos
-        err = _lib.ota_delta_run(
-            self._d, at, self._fill - self._pos, ctypes.byref(used), out, room,
-            ctypes.byref(made),
-        )  # fmt: skip
+        src = ctypes.addressof(self._in) + self._pos
+        if buf is None:
+            err = _lib.ota_delta_run(
+                self._d, src, self._fill - self._pos, ctypes.byref(used), None, 0,
+                ctypes.byref(made),
+            )  # fmt: skip
+        else:
+            mv = memoryview(buf).cast("B")
+            try:
+                out = (ctypes.c_char * room).from_buffer(mv, at)
+                err = _lib.ota_delta_run(
+                    self._d, src, self._fill - self._pos, ctypes.byref(used), out, room,
+                    ctypes.byref(made),
+                )  # fmt: skip
+                del out
+            finally:
+                mv.release()
         self._pos += used.value
         _check(err)
         return made.value
 
     def readinto(self, buf):
-        mv = memoryview(buf).cast("B")
-        size = len(mv)
-        out = ctypes.addressof((ctypes.c_char * size).from_buffer(mv)) if size else None
+        self._check_open()
+        size = memoryview(buf).cast("B").nbytes
         made = 0
-        while made < size and not _lib.ota_delta_done(self._d):
-            if self._pos == self._fill and not self._read():
-                _check(_lib.ota_delta_end(self._d))
-            made += self._run(out + made, size - made)
-        if _lib.ota_delta_done(self._d) and not self._eof:
-            # The image is complete: the patch must end here (bytes after it are an error).
-            if self._pos == self._fill:
-                self._read()
-            self._run(None, 0)
-            self._eof = True
+        try:
+            while made < size and not _lib.ota_delta_done(self._d):
+                if self._pos == self._fill:
+                    n = self._read()
+                    # As ota_patch_out(): the buffer must not have been resized meanwhile.
+                    if memoryview(buf).cast("B").nbytes != size:
+                        raise ValueError(
+                            "Patch.readinto()'s buffer was resized while the patch was read."
+                        )
+                    if n == 0:
+                        _check(_lib.ota_delta_end(self._d))  # the patch ends too soon
+                made += self._run(buf, made, size - made)
+            if _lib.ota_delta_done(self._d) and not self._eof:
+                # The image is complete: the patch must end here (bytes after it are an error).
+                if self._pos == self._fill:
+                    self._read()
+                self._run(None, 0, 0)
+                self._eof = True
+        except BaseException:
+            # The bytes made by this call are lost with its result: the Patch cannot go on.
+            self._closed = True
+            self._src = None
+            raise
         return made
 
     def close(self):
-        pass
+        self._closed = True
+        self._src = None  # src is the caller's to close
 
 
 def _label(p):
