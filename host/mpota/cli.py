@@ -892,7 +892,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status. A bad input is one line on stderr naming
-    it, and a non-zero status; --debug or MPOTA_DEBUG=1 raise the exception instead."""
+    it, and status 2 (1 for other failures); --debug or MPOTA_DEBUG=1 raise the exception
+    instead."""
     p = parser()
     a = p.parse_args(argv)
     if a.cmd == "sim" and a.sim == "run":
@@ -915,7 +916,8 @@ def main(argv: list[str] | None = None) -> int:
             "" if isinstance(e, Bad | ValueError | OSError) else " (--debug shows the traceback)"
         )
         print(f"{prog}: {_message(e)}{hint}", file=sys.stderr)
-        return 1
+        # 2 for a bad input, as argparse's usage errors (sim run's 1 is the device's exception)
+        return 2 if isinstance(e, Bad) else 1
 
 
 if __name__ == "__main__":
