@@ -275,7 +275,7 @@ class Board:
         self.app.on_boot(part, log)
 
 
-class _FakeSerial:
+class FakeSerial:
     # What pyserial's rfc2217.PortManager drives: the port settings, DTR/RTS (to the board),
     # the modem inputs (none), the buffers (none to purge).
     def __init__(self, board: Board):
@@ -311,6 +311,12 @@ class _FakeSerial:
     @rts.setter
     def rts(self, value):
         self.board.set_lines(rts=value)
+
+    def setDTR(self, value=True):  # noqa: N802 (pyserial's names, as esptool calls them)
+        self.dtr = value
+
+    def setRTS(self, value=True):  # noqa: N802
+        self.rts = value
 
     def reset_input_buffer(self):
         pass
@@ -353,7 +359,7 @@ class Server:
     def handle(self, conn) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         link = _Link(conn)
-        pm = rfc2217.PortManager(_FakeSerial(self.board), link)
+        pm = rfc2217.PortManager(FakeSerial(self.board), link)
         self.board.output = lambda data: link.write(b"".join(pm.escape(data)))
         try:
             while True:
