@@ -6,6 +6,7 @@ mpota sim boot FLASH              power-cycle the simulated ESP32 (bootloader + 
 mpota sim run FLASH SCRIPT        run SCRIPT (or -c CODE) as the simulated device's firmware
 mpota sim run FLASH --fs DIR      power on, run boot.py and main.py from DIR, at every reset
 mpota sim info FLASH              partition table, otadata and slots of a flash image
+mpota sim serial FLASH            the simulated board on an RFC 2217 port (esptool, mpremote)
 mpota demo                        a full OTA update on the simulated ESP32, under MicroPython
 
 mpota manifest IMAGE [--from OLD]  an OTA manifest (sha, length, version, chip, ...) for IMAGE
@@ -396,6 +397,22 @@ def cmd_sim_info(a) -> int:
     return 0
 
 
+def cmd_sim_serial(a) -> int:
+    from . import simserial
+
+    if not Path(a.flash).is_file():
+        print(f"mpota sim serial: {a.flash}: no such flash file", file=sys.stderr)
+        return 2
+    if a.fs and Path(a.fs).exists() and not Path(a.fs).is_dir():
+        print(f"mpota sim serial: --fs {a.fs}: not a directory", file=sys.stderr)
+        return 2
+    try:
+        return simserial.serve(a.flash, a.port, a.usb, a.runtime, a.fs)
+    except (ValueError, OSError) as e:
+        print(f"mpota sim serial: {e}", file=sys.stderr)
+        return 2
+
+
 def cmd_demo(a) -> int:
     from . import demo
 
@@ -755,6 +772,29 @@ def parser() -> argparse.ArgumentParser:
     s = sim.add_parser("info", help="partition table, otadata and slots of a flash image")
     s.add_argument("flash", help="a simulated flash or a flash dump (esptool read_flash)")
     s.set_defaults(fn=cmd_sim_info)
+
+    s = sim.add_parser(
+        "serial", help="serve the simulated board as an RFC 2217 serial port on 127.0.0.1"
+    )
+    s.add_argument("flash")
+    s.add_argument(
+        "--port", type=int, default=0, help="TCP port (default: a free one; the URL is printed)"
+    )
+    s.add_argument(
+        "--usb",
+        choices=["uart", "jtag"],
+        default="uart",
+        help="what DTR/RTS drive: a USB-UART bridge's auto-reset circuit (default) or the "
+        "S3/C3/C5/C6 USB-Serial-JTAG (esptool --before usb-reset)",
+    )
+    s.add_argument(
+        "--runtime",
+        default="micropython",
+        choices=simdev.RUNTIMES,
+        help="interpreter running as the firmware (default micropython)",
+    )
+    s.add_argument("--fs", metavar="DIR", help="the board's filesystem")
+    s.set_defaults(fn=cmd_sim_serial)
 
     s = sub.add_parser("demo", help="a full OTA update on the simulated ESP32 (MicroPython)")
     s.add_argument("--dir", default="build/demo", help="working directory (default build/demo)")
