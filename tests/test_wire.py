@@ -350,3 +350,50 @@ def test_the_rom_refuses_bad_blocks_and_out_of_range_writes(tmp_path):
     (resp,) = cmd(romloader.FLASH_DEFL_DATA, struct.pack("<IIII", len(junk), 0, 0, 0) + junk, c)
     assert resp[-4:] == b"\x01\x0b\x00\x00"
     ld.close()
+
+
+# -- the app's side: MicroPython's REPL on the line (mpota.appconsole) -----------------------
+
+
+def mpremote(url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mpremote", "connect", url, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_mpremote_and_esptool_on_one_line(tmp_path):
+    # A user's session: mpremote copies an image to the board and updates it with ota.writer
+    # over the REPL, resets it into the new firmware; esptool then reads the boot slot back and
+    # writes another app at ota_0, whose hard reset boots the app mpremote talks to again.
+    flash = make_board(tmp_path, "esp32", image("v1.24.0", 120_000))
+    (tmp_path / "new.bin").write_bytes(image("v1.25.0", 120_000))
+    (tmp_path / "update.py").write_text(
+        "from ota.writer import OTA\n"
+        "with open('new.bin', 'rb') as f, OTA(verbose=False) as w:\n"
+        "    w.write_file(f)\n"
+        "print('updated')\n"
+    )
+    srv = Served(flash)
+    try:
+        out = ok(mpremote(srv.url, "exec", "import os; print(os.uname().release)", cwd=tmp_path))
+        assert out.strip() == "1.24.0", out
+        ok(mpremote(srv.url, "fs", "cp", "new.bin", ":new.bin", cwd=tmp_path))
+        assert "new.bin" in ok(mpremote(srv.url, "fs", "ls", cwd=tmp_path))
+        assert "updated" in ok(mpremote(srv.url, "run", "update.py", cwd=tmp_path))
+        ok(mpremote(srv.url, "reset", cwd=tmp_path))
+        code = "import os, ota; ota.stop_rollback(); print(os.uname().release)"
+        assert ok(mpremote(srv.url, "exec", code, cwd=tmp_path)).strip() == "1.25.0"
+        # esptool on the same line: the ROM loader, then its hard reset boots the app again
+        (tmp_path / "app.bin").write_bytes(image("v1.26.0", 120_000))
+        ok(esptool(srv.url, "read-flash", "0xd000", "0x2000", "otadata.bin", cwd=tmp_path))
+        ok(esptool(srv.url, "write-flash", "0x190000", "app.bin", cwd=tmp_path))
+        out = ok(mpremote(srv.url, "exec", "import os; print(os.uname().release)", cwd=tmp_path))
+        assert out.strip() == "1.26.0", out  # ota_1 (confirmed above) now holds v1.26.0
+    finally:
+        log = srv.stop()
+    assert any("download mode" in line for line in log), log
+    assert (Path(str(flash) + ".fs") / "new.bin").read_bytes()[:1] == b"\xe9"

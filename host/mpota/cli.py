@@ -790,10 +790,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--runtime",
         default="micropython",
-        choices=simdev.RUNTIMES,
-        help="interpreter running as the firmware (default micropython)",
+        choices=("micropython", "micropython-native"),
+        help="interpreter running as the firmware behind the REPL (default micropython)",
     )
-    s.add_argument("--fs", metavar="DIR", help="the board's filesystem")
+    s.add_argument(
+        "--fs",
+        metavar="DIR",
+        help="the board's filesystem (default: FLASH.fs beside the flash file, made with the "
+        "port's boot.py)",
+    )
     s.set_defaults(fn=cmd_sim_serial)
 
     s = sub.add_parser("demo", help="a full OTA update on the simulated ESP32 (MicroPython)")

@@ -101,6 +101,37 @@ class App:
         self.running = None
 
 
+class ReplApp(App):
+    """MicroPython's REPL on the line while the app runs (mpota.appconsole.AppConsole): the
+    board's bootloader has run and printed its log; the app starts without running it again.
+    The board's filesystem is `fs`, made with the port's boot.py if missing (default: the
+    folder FLASH.fs beside the flash file)."""
+
+    def __init__(self, flash: str, output, runtime: str = "micropython", fs: str | None = None):
+        from . import appconsole, simdev
+
+        super().__init__(flash, output, runtime, fs)
+        if runtime not in appconsole.RUNTIMES:
+            raise ValueError(
+                f"the REPL on the line runs under {' or '.join(appconsole.RUNTIMES)}, "
+                f"not {runtime}"
+            )
+        self.fs = fs or flash + ".fs"
+        simdev.seed_fs(self.fs)
+        self.con = appconsole.AppConsole(flash, self.fs, runtime=runtime, write=output)
+
+    def on_boot(self, part, log) -> None:
+        super().on_boot(part, log)
+        self.con.boot(power_on=False)
+
+    def feed(self, data: bytes) -> None:
+        self.con.feed(data)
+
+    def on_reset(self) -> None:
+        super().on_reset()
+        self.con.stop()
+
+
 class _BootDevice(device.Device):
     # The device as the ROM hands it to the bootloader: the table is read by the bootloader.
     def load_partitions(self):
@@ -388,9 +419,10 @@ def serve(
     out=None,
 ) -> int:
     """`mpota sim serial`: the URL first (a line of its own, flushed), then what the board does.
-    app: the App class (default App), called as app(flash, output, runtime=..., fs=...)."""
+    app: the App class (default ReplApp: MicroPython's REPL), called as app(flash, output,
+    runtime=..., fs=...)."""
     out = out or sys.stdout
-    app_class = app or App
+    app_class = app or ReplApp
 
     def say(msg: str) -> None:
         out.write(f"espsim: {msg}\n")
