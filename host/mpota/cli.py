@@ -96,6 +96,17 @@ def _release(s: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _mac(s: str) -> int:
+    """A MAC address as six hex bytes, e.g. 24:0a:c4:12:34:56 (or with - between them)."""
+    parts = s.replace("-", ":").split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        raise argparse.ArgumentTypeError(f"not a MAC address: {s!r} (e.g. 24:0a:c4:12:34:56)")
+    try:
+        return int("".join(parts), 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a MAC address: {s!r}") from None
+
+
 def cmd_sim_create(a) -> int:
     if a.firmware:
         fw = Path(a.firmware).read_bytes()
@@ -120,6 +131,7 @@ def cmd_sim_create(a) -> int:
         chip=a.chip,
         chip_rev=a.chip_rev,
         rollback=not a.no_rollback,
+        mac=a.mac,
     )
     soc = chips.get(a.chip)
     rev = a.chip_rev if a.chip_rev is not None else soc.default_rev
@@ -345,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     s.add_argument(
         "--fs", metavar="DIR", help="the board's filesystem: create DIR with the port's boot.py"
+    )
+    s.add_argument(
+        "--mac",
+        type=_mac,
+        help="the chip's base MAC, which machine.unique_id() returns, e.g. 24:0a:c4:12:34:56 "
+        "(default: 24:0a:c4 and 3 bytes of a hash of FLASH's path: each device its own)",
     )
     s.set_defaults(fn=cmd_sim_create)
 

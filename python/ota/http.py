@@ -2,7 +2,8 @@
 # redirects, status errors, and TLS with certificate checking when given a CA.
 #
 #   r = get(url, start=0, ca=None, timeout=30, headers=None, auth=None, deadline=None)
-#   r.status, r.start (first byte served), r.length (bytes in the body, -1 unknown),
+#   r.status, r.headers (names in lower case), r.start (first byte served),
+#   r.length (bytes in the body, -1 unknown),
 #   r.total (size of the whole file, -1 unknown), r.readinto(buf), r.read(n), r.close()
 #   r.expect: bytes the caller expects when the server gives no Content-Length (a connection
 #   closed before them is a dropped download, NetError, not the end of the file)
@@ -16,6 +17,10 @@
 # With ca (the CA certificate, PEM or DER bytes) the server's certificate must chain to it and
 # name the host; without, https is encrypted but the server is not authenticated (as
 # MicroPython's requests does): sign your manifests, or pass ca.
+#
+# Conditional requests: with an If-None-Match (an ETag) or If-Modified-Since (a Last-Modified)
+# header among the caller's, a 304 Not Modified is an answer, not an error: r.status 304, an
+# empty body (ota/fleet.py polls a manifest this way). Without them a 304 is an HTTPError.
 #
 # headers (a dict) and auth ((user, password): HTTP basic auth) are sent as `requests.get()`
 # sends them; a header the caller gives replaces this client's own (Host, User-Agent). They go to
@@ -352,6 +357,14 @@ def _get(url, start, ca, timeout, headers, deadline):
             s.close()
             prev, url = url, join(url, hdrs["location"])
             continue
+        if status == 304 and (
+            _has(headers, "if-none-match") or _has(headers, "if-modified-since")
+        ):
+            # Not modified, as asked: no body (RFC 9110 15.4.5); the caller keeps its copy.
+            s.close()
+            r = Response(s, 304, hdrs, 0, url)
+            r.length = r._left = 0
+            return r
         if status not in (200, 206):
             s.close()
             raise HTTPError(status, reason, url)
