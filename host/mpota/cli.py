@@ -15,6 +15,7 @@ mpota serve DIR                   serve firmware files over HTTP, with Range req
 mpota inspect FILE                an image, partition table, firmware.bin or flash dump
 mpota push IMAGE --port PORT      update a board over USB serial (mpremote)
 mpota convert FIRMWARE -o OUT     a stock MicroPython .bin made OTA-capable (two app slots)
+mpota release publish IMAGE DIR   a channel's release on a static host (or s3://BUCKET), staged
 """
 
 from __future__ import annotations
@@ -521,6 +522,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     s.add_argument("--csv", action="store_true", help="print the new partitions.csv")
     s.set_defaults(fn=cmd_convert)
+
+    from . import release
+
+    s = sub.add_parser(
+        "release",
+        help="releases on a static host or S3 bucket: channels, staged rollouts",
+        description="Releases on a static host (README 'Fleets'): publish an image as a "
+        "channel's release (signed manifest with a rollout plan, files named by content), show "
+        "the channels, write an nginx configuration that serves the directory.",
+    )
+    release.arguments(s)
+    s.set_defaults(fn=release.run)
 
     a = p.parse_args(argv)
     if a.cmd == "sim" and a.sim == "run":

@@ -68,8 +68,10 @@ def _split(url):
 _PORTS = {"http": 80, "https": 443}
 
 
-# ref (a Location header, a manifest's "firmware") resolved against the URL base (RFC 3986 5.2,
-# without dot segments): absolute, scheme-relative (//host/...), absolute path or relative path.
+# ref (a Location header, a manifest's "firmware") resolved against the URL base (RFC 3986 5.2):
+# absolute, scheme-relative (//host/...), absolute path or relative path; the dot segments of a
+# relative one removed ("../files/x" beside ".../stable/manifest.json" is ".../files/x"), as a
+# server or bucket that takes the path literally needs.
 def join(base, ref):
     if "://" in ref:
         return ref
@@ -80,7 +82,26 @@ def join(base, ref):
     if ref.startswith("/"):
         return "%s://%s%s" % (scheme, hostport, ref)
     path = (slash + path).split("?")[0].split("#")[0]
-    return "%s://%s%s%s" % (scheme, hostport, path[: path.rfind("/") + 1] or "/", ref)
+    path = (path[: path.rfind("/") + 1] or "/") + ref
+    if "./" in ref or ref in (".", ".."):
+        path, q, query = path.partition("?")
+        path = _dots(path) + q + query
+    return "%s://%s%s" % (scheme, hostport, path)
+
+
+# An absolute path without its "." and ".." segments (RFC 3986 5.2.4).
+def _dots(path):
+    segs = path.split("/")[1:]
+    out = []
+    for s in segs:
+        if s == "..":
+            if out:
+                out.pop()
+        elif s != ".":
+            out.append(s)
+    if segs[-1] in (".", ".."):
+        out.append("")
+    return "/" + "/".join(out)
 
 
 # Milliseconds left before deadline (a time.ticks_ms() value; CPython: time.time() * 1000).
