@@ -143,19 +143,19 @@ class DirStore:
 class S3Store:
     """An S3-compatible bucket (AWS S3, MinIO, Ceph, R2, ...), through boto3. `url` is
     s3://BUCKET[/PREFIX]; endpoint_url the service's (None: AWS); credentials as boto3 finds
-    them (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws, ...)."""
+    them (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws, ...); acl: a canned ACL for each
+    object ("public-read" where the bucket uses ACLs; None: the bucket's policy decides)."""
 
-    def __init__(self, url: str, endpoint_url: str | None = None, client=None):
+    def __init__(self, url: str, endpoint_url: str | None = None, acl: str | None = None):
         m = re.fullmatch(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(.*?))?/?", url)
         if not m:
             raise ValueError(f"not an S3 URL: {url!r} (s3://BUCKET or s3://BUCKET/PREFIX)")
         self.bucket, self.prefix = m.group(1), (m.group(2) + "/" if m.group(2) else "")
         self.where = url
-        if client is None:
-            import boto3
+        self.acl = acl
+        import boto3
 
-            client = boto3.client("s3", endpoint_url=endpoint_url)
-        self.s3 = client
+        self.s3 = boto3.client("s3", endpoint_url=endpoint_url)
 
     def read(self, key: str) -> bytes | None:
         try:
@@ -173,17 +173,19 @@ class S3Store:
             raise
 
     def write(self, key: str, data: bytes, content_type: str, cache: str) -> None:
+        extra = {"ACL": self.acl} if self.acl else {}
         self.s3.put_object(
             Bucket=self.bucket,
             Key=self.prefix + key,
             Body=data,
             ContentType=content_type,
             CacheControl=cache,
+            **extra,
         )
 
 
-def store(where: str, endpoint_url: str | None = None):
-    return S3Store(where, endpoint_url) if where.startswith("s3://") else DirStore(where)
+def store(where: str, endpoint_url: str | None = None, acl: str | None = None):
+    return S3Store(where, endpoint_url, acl) if where.startswith("s3://") else DirStore(where)
 
 
 def check_channel(name: str) -> str:
@@ -364,6 +366,7 @@ def arguments(p) -> None:
     )
     g.add_argument("--ramp", help="START_PERCENT:DURATION, linear to 100 %% (e.g. 1:72h)")
     s.add_argument("--endpoint-url", help="the S3-compatible service's URL (default AWS)")
+    s.add_argument("--acl", help="S3: a canned ACL for the objects, e.g. public-read")
     s.set_defaults(release_fn=_cmd_publish)
 
     s = sub.add_parser("show", help="the release, plan and state of each channel")
@@ -403,7 +406,7 @@ def run(a) -> int:
 def _cmd_publish(a) -> int:
     start = when(a.start)
     plan = ramp(a.ramp, start) if a.ramp else stages(a.stages, start)
-    st = store(a.where, a.endpoint_url)
+    st = store(a.where, a.endpoint_url, a.acl)
     key = Path(a.key).read_bytes()
     m = publish(a.image, st, a.channel, key, plan, a.version, a.sources, a.compress, a.expires)
     print(f"{st.where}/{a.channel}/manifest.json: {describe(m)}")

@@ -337,7 +337,8 @@ class Fleet:
         if d != "install":
             return d
         self._send("checking", m)
-        last = [-1]
+        self._send("downloading", m, progress=0)
+        last = [0]
 
         def progress(n, total):
             q = n * 4 // total if total > 0 else 0
