@@ -81,12 +81,19 @@ class Nginx:
 
     @property
     def requests(self) -> list[list[str]]:
+        """The access log's lines; nginx writes one after its response has gone, so a client
+        can be done before its line is there: read until it stops growing for 50 ms."""
         import shlex
 
         path = self.prefix / "access.log"
-        if not path.exists():
-            return []
-        return [shlex.split(line) for line in path.read_text().splitlines()]
+        text, end = None, time.monotonic() + 2
+        while time.monotonic() < end:
+            now = path.read_text() if path.exists() else ""
+            if now == text:
+                break
+            text = now
+            time.sleep(0.05)
+        return [shlex.split(line) for line in text.splitlines()]
 
     @property
     def log(self) -> list[tuple[str, str | None]]:
