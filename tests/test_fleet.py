@@ -228,6 +228,10 @@ class Flaky(fl.Fleet):
 f = Flaky("http://x/", device="d", interval=3600, backoff=60, rand=lambda: 0.5,
           sleep=sleeps.append)
 out["run"] = [f.run(polls=5), sleeps]
+from ota import http
+out["join"] = [http.join("http://h:8/r/stable/manifest.json", "../files/a.bin"),
+               http.join("http://h/stable/manifest.json", "../../a/./b.bin"),
+               http.join("http://h/a/m.json", "b.bin")]
 print("LOGIC " + json.dumps(out))
 """
 
@@ -309,6 +313,30 @@ def test_schedule_jitter_and_backoff(logic, rt):
     # first poll inside the interval, three errors backing off, then the interval again
     assert result == "wait"
     assert sleeps == pytest.approx([1800, 45, 90, 180, 3600])
+
+
+def test_releases_files_resolve_without_dot_segments(logic, rt):
+    assert logic[rt]["join"] == [
+        "http://h:8/r/files/a.bin",
+        "http://h/a/b.bin",
+        "http://h/a/b.bin",
+    ]
+
+
+def test_each_simulated_device_has_its_own_id(tmp_path, capsys):
+    from mpota import cli
+
+    ids = []
+    for name, mac in (("a", None), ("b", None), ("c", "24:0a:c4:12:34:56")):
+        argv = ["sim", "create", str(tmp_path / f"{name}.bin")] + (["--mac", mac] if mac else [])
+        assert cli.main(argv) == 0
+        sim = Sim(tmp_path / f"{name}.bin", "micropython")
+        sim.run("import machine, binascii; print('ID', binascii.hexlify(machine.unique_id()))")
+        ids.append(sim.out.split("ID ")[1].split()[0].strip("b'"))
+    assert ids[0] != ids[1] and ids[0].startswith("240ac4") and ids[2] == "240ac4123456"
+    with pytest.raises(SystemExit):
+        cli.main(["sim", "create", str(tmp_path / "d.bin"), "--mac", "24:0a:c4:12:34"])
+    assert "not a MAC address: '24:0a:c4:12:34'" in capsys.readouterr().err
 
 
 # -- polls against nginx ----------------------------------------------------------------------
