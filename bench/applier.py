@@ -28,7 +28,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,8 +125,11 @@ def counts(old: bytes, new: bytes, patch: bytes) -> list[str]:
         "| applier | interpreter | per MB | simulated ESP-IDF + flash per MB (apart) |",
         "|---|---|---|---|",
     ]
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+    # The same directory in every run (its path is in the scripts: see bench/cpu.py's WORK)
+    work = cpu.WORK.parent / "applier"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
         (work / "old.bin").write_bytes(old)
         (work / "p.patch").write_bytes(patch)
         (work / "p.new").write_bytes(new)
@@ -137,7 +139,7 @@ def counts(old: bytes, new: bytes, patch: bytes) -> list[str]:
         binary, why = cpu.native_micropython()
         if binary:
             interp = "MicroPython %s + _ota" % cpu._version(binary)
-            env = simdev.env(flash, "micropython-native")
+            env = cpu.quiet_env(simdev.env(flash, "micropython-native"))
             cmd = simdev.command("micropython", "16M")
             cmd[0] = binary
             t, idf = _per_mb(cmd, env, work, "C", len(old), len(new))
@@ -148,7 +150,7 @@ def counts(old: bytes, new: bytes, patch: bytes) -> list[str]:
             t, idf, _ = _harness(work, len(old), 1024, work / "c-1024")
             interp = "none: the core in tests/c's harness, gcc -O2 (%s)" % why
             lines.append(f"| C, ota_delta_run() alone | {interp} | {t - idf:,.0f} | {idf:,.0f} |")
-            env = simdev.env(flash, "micropython")
+            env = cpu.quiet_env(simdev.env(flash, "micropython"))
             cmd = simdev.command("micropython", "16M")
             interp = "MicroPython %s (PyPI)" % cpu._version(cmd[0])
         viper = subprocess.run(
@@ -176,6 +178,8 @@ def counts(old: bytes, new: bytes, patch: bytes) -> list[str]:
         for b in BUFS:
             t, idf, reads = _harness(work, len(old), b, work / f"c-{b}")
             lines.append(f"| {b} B | {t - idf:,.0f} | {reads:,} | {idf:,.0f} |")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return lines
 
 

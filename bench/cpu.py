@@ -36,19 +36,22 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "host"), str(ROOT / "sim")]
+sys.path[:0] = [str(ROOT / "host"), str(ROOT / "sim"), str(ROOT / "bench")]
 
+import tables  # noqa: E402
 from mpota import images, simdev  # noqa: E402
 
 NATIVE = ROOT / "usermod" / "ota_native"
 HOST = NATIVE / "host"
 MB = 1 << 20
 SIZES = (524_288, 1_572_864)  # 0.5 MB and 1.5 MB (the seed table's slot): 1 MB apart
+
+DEFAULT_PATHS = "native,pure64,pure4"
+WORK = ROOT / "build" / "bench-work" / "cpu"
 
 START = ""  # the interpreter and the simulator (simboot), nothing else
 
@@ -130,6 +133,18 @@ u.write_file(f)
 u.close()
 """
 )
+
+
+def quiet_env(env: dict) -> dict:
+    """The environment of a counted run, the same in every run: CPython's string hashes seeded
+    (PYTHONHASHSEED=0; the PyPI MicroPython starts inside CPython, whose random seed moved
+    start-up by up to 200,000 instructions from run to run, and so the difference of two runs
+    that makes a per-MB figure), and nothing of the caller's environment but PATH (its size
+    moves the stack)."""
+    keep = {k: v for k, v in env.items() if k.startswith(("ESPSIM_", "MICROPY")) or k == "PATH"}
+    keep.update(PYTHONPATH=env.get("PYTHONPATH", ""), PYTHONHASHSEED="0", LC_ALL="C")
+    keep["PYTHONDONTWRITEBYTECODE"] = "1"
+    return keep
 
 
 class Path_:
@@ -353,7 +368,7 @@ def measure(p: Path_, work: Path, sizes: tuple[int, int]) -> dict:
     for s in sizes:
         imgs[s] = work / f"image-{s}.bin"
         imgs[s].write_bytes(images.app_image("v1.23.0", size=s))
-    env = simdev.env(dev.flash, p.runtime)
+    env = quiet_env(simdev.env(dev.flash, p.runtime))
     cmd = simdev.command(p.runtime if not p.binary else "micropython", p.heap)
     if p.binary:
         cmd[0] = p.binary  # started as simdev starts $OTA_MICROPYTHON
@@ -434,17 +449,19 @@ def report(results: list[tuple[Path_, dict]], sizes: tuple[int, int], note: str)
         f"{s1:,}- and a {s2:,}-byte image): OTA(length=n).write_file(f) and close(), f a file "
         "read with readinto(), on the simulated ESP32",
         "",
-        "| path | interpreter | per MB | per MB without SHA-256 | x native, without SHA-256 "
-        "| heap bytes per chunk | ESP-IDF + flash per MB (simulated, kept apart) |",
-        "|---|---|---|---|---|---|---|",
+        "| path | interpreter | per MB | SHA-256 per MB (in the first) | per MB without SHA-256 "
+        "| x native, without SHA-256 | heap bytes per chunk | ESP-IDF + flash per MB "
+        "(simulated, kept apart) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for p, f in results:
-        ratio = f"{f['no_sha'] / native['no_sha']:.1f}" if native else "-"
+        ratio = f"{f['no_sha'] / native['no_sha']:.2f}" if native else "-"
         alloc = "- (CPython: no mem_total)"
         if f["alloc"] is not None:
             alloc = f"{f['alloc']:,.0f} per {f['chunk']:,} B"
         lines.append(
-            f"| {p.name} | {p.interpreter} | {f['all']:,.0f} | {f['no_sha']:,.0f} | {ratio} | "
+            f"| {p.name} | {p.interpreter} | {f['all']:,.0f} | {f['sha']:,.0f} | "
+            f"{f['no_sha']:,.0f} | {ratio} | "
             f"{alloc} | {f['idf']:,.0f} |"
         )
     lines += [
@@ -457,11 +474,7 @@ def report(results: list[tuple[Path_, dict]], sizes: tuple[int, int], note: str)
     ]
     for p, f in results:
         lines.append(f"| {p.name} | {f['start']:,.0f} | {f['imports']:,.0f} | {f['fixed']:,.0f} |")
-    lines += [
-        "",
-        "SHA-256 per MB (in the first column, not the second; an ESP32 hashes on its SHA "
-        "hardware): " + ", ".join(f"{p.name} {f['sha']:,.0f}" for p, f in results),
-    ]
+    lines += ["", "An ESP32 hashes on its SHA hardware: hence the figures without SHA-256."]
     if any(p.runtime == "micropython" for p, _ in results):
         lines.append(
             "The PyPI MicroPython runs inside CPython (micropython_run): its start-up includes "
@@ -475,7 +488,13 @@ def report(results: list[tuple[Path_, dict]], sizes: tuple[int, int], note: str)
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs=2, default=SIZES, metavar=("SMALL", "LARGE"))
-    p.add_argument("--paths", default="native,pure64,pure4")
+    p.add_argument("--paths", default=DEFAULT_PATHS)
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write the README's table (cpu.md) into this directory (default: build/bench, for "
+        "a run of every path with the default sizes; bench/tables.py copies it)",
+    )
     a = p.parse_args(argv)
     sizes = tuple(sorted(a.sizes))
     if sizes[0] == sizes[1] or sizes[0] <= 0:
@@ -485,12 +504,20 @@ def main(argv=None) -> int:
     which = a.paths.split(",")
     todo, note = paths(which)
     results = []
-    with tempfile.TemporaryDirectory() as d:
-        for path in todo:
-            work = Path(d) / path.key
-            work.mkdir()
-            results.append((path, figures(measure(path, work, sizes), sizes)))
-    print(report(results, sizes, note))
+    # The same directory in every run: its path is in the scripts and the environment, and a
+    # path of another length (or other letters, hashed into MicroPython's qstr table) is other
+    # work.
+    for path in todo:
+        work = WORK / path.key
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        results.append((path, figures(measure(path, work, sizes), sizes)))
+        shutil.rmtree(work)
+    text = report(results, sizes, note)
+    print(text)
+    out = a.out or (tables.bench_out() if sizes == SIZES and a.paths == DEFAULT_PATHS else None)
+    if out:
+        print(f"table: {tables.write('cpu', text, out)}")
     return 0
 
 

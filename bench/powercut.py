@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +46,9 @@ from espsim import bootloader, device  # noqa: E402
 from espsim.flash import PowerCut  # noqa: E402
 from mpota import images, simdev  # noqa: E402
 
-from bench import netcut  # noqa: E402
+from bench import netcut, tables  # noqa: E402
 
+SMALL, SEED_STRIDE, NET_STRIDE = 262_176, 61, 29  # the defaults: the README's tables
 SLOTS = {"ota_0": (0x10000, 0x180000), "ota_1": (0x190000, 0x180000)}
 OTADATA = (0xD000, 0x2000)
 
@@ -244,17 +246,17 @@ def scenarios(rig: Rig, image: Path) -> list[tuple[str, str, str]]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", type=int, default=262_176, help="image for the every-op campaign")
+    p.add_argument("--size", type=int, default=SMALL, help="image for the every-op campaign")
     p.add_argument(
         "--seed-stride",
         type=int,
-        default=61,
+        default=SEED_STRIDE,
         help="cut every N-th operation of the seed's 1,525,536-byte image (0: skip)",
     )
     p.add_argument(
         "--net-stride",
         type=int,
-        default=29,
+        default=NET_STRIDE,
         help="network path: cut every N-th flash operation of from_json() (0: skip)",
     )
     p.add_argument(
@@ -265,7 +267,14 @@ def main(argv=None) -> int:
         action="store_true",
         help="every 25th operation only; network path: 3 cut points per case",
     )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="write the README's tables (powercut.md, netcut.md) into this directory (default: "
+        "build/bench, for a run with the default options; bench/tables.py copies them)",
+    )
     a = p.parse_args(argv)
+    t0, cpu0 = time.monotonic(), sum(os.times()[:4])
     if not (ROOT / "build" / "c" / "libota_host.so").exists():
         raise SystemExit("build the host library first: make -C tests/c")
     work = Path(tempfile.mkdtemp())
@@ -294,34 +303,52 @@ def main(argv=None) -> int:
             net = netcut.run(work / "net", net_stride)
     finally:
         shutil.rmtree(work)
-    print(
+    lines = [
         "| backend | image | running firmware | flash ops | cut points tried | completed "
-        "| bricks | wrong boot | writes outside slot+otadata |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+        "| bricks | wrong boot | writes outside slot+otadata |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
-        print(
+        lines.append(
             f"| {r['backend']} | {r['size']:,} | "
             f"{'unconfirmed' if r['pending'] else 'confirmed'} | {r['ops']} | {r['tried']} | "
             f"{r['completed']} | {r['bricks']} | {r['wrong_boot']} | {r['collateral']} |"
         )
-    print()
-    print("| scenario | boots | expected |")
-    print("|---|---|---|")
+    lines += ["", "| scenario | boots | expected |", "|---|---|---|"]
     for name, got, want in scen:
-        print(f"| {name} | {got} | {want}{'' if got == want else '  FAIL'} |")
+        lines.append(f"| {name} | {got} | {want}{'' if got == want else '  FAIL'} |")
+    blocks = {"powercut": "\n".join(lines)}
+    lines = []
     if net:
-        print()
-        print(netcut.table(net))
+        lines.append(netcut.table(net))
         for r in net:
             for note in r["notes"]:
-                print(f"{r['runtime']} {r['kind']} {r['size']}: {note}")
+                lines.append(f"{r['runtime']} {r['kind']} {r['size']}: {note}")
     tried = sum(r["tried"] for r in runs) + sum(r["tried"] for r in net)
     bricks = sum(r["bricks"] for r in runs) + sum(r["bricked"] for r in net)
     bad = sum(r["bricks"] + r["wrong_boot"] + r["collateral"] for r in runs)
     bad += sum(got != want for _, got, want in scen)
     bad += sum(r["failed"] for r in net)
-    print(f"\n{tried} cut points tried, {bricks} bricks, {bad} failures in all")
+    wall = time.monotonic() - t0
+    cpu = sum(os.times()[:4]) - cpu0
+    lines += [
+        "",
+        f"{tried:,} cut points tried, {bricks} bricks, {bad} failures in all",
+        "",
+        f"Run time: {int(wall // 60)} min {int(wall % 60)} s "
+        f"({int(cpu // 60)} min {int(cpu % 60)} s of CPU) on a 2-core machine shared with "
+        "other jobs.",
+    ]
+    blocks["netcut"] = "\n".join(lines)
+    print(blocks["powercut"])
+    print()
+    print(blocks["netcut"])
+    default = (a.size, a.seed_stride, a.net_stride) == (SMALL, SEED_STRIDE, NET_STRIDE)
+    out = a.out or (tables.bench_out() if default and not (a.quick or a.net_all) else None)
+    if out:
+        for name, text in blocks.items():
+            tables.write(name, text, out)
+        print(f"tables: {out}/powercut.md, netcut.md")
     return 1 if bad else 0
 
 

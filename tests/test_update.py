@@ -99,6 +99,8 @@ def test_force_and_cancel_force(sim, tmp_path, v23, v24):
     assert sim.boot_slot() == "ota_0"
     sim.run("import ota.rollback\nota.rollback.cancel_force()")
     assert sim.boot_slot() == "ota_1"
+    # The confirmed firmware stays confirmed (set_boot alone would leave it NEW: on trial).
+    assert sim.state("ota_1") == otadata.VALID
     sim.power_on()
     assert sim.running() == "ota_1"
     sim.run("import ota.rollback\nota.rollback.force()")

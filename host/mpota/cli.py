@@ -6,6 +6,7 @@ mpota sim boot FLASH              power-cycle the simulated ESP32 (bootloader + 
 mpota sim run FLASH SCRIPT        run SCRIPT (or -c CODE) as the simulated device's firmware
 mpota sim run FLASH --fs DIR      power on, run boot.py and main.py from DIR, at every reset
 mpota sim info FLASH              partition table, otadata and slots of a flash image
+mpota sim serial FLASH            the simulated board on an RFC 2217 port (esptool, mpremote)
 mpota demo                        a full OTA update on the simulated ESP32, under MicroPython
 
 mpota manifest IMAGE [--from OLD]  an OTA manifest (sha, length, version, chip, ...) for IMAGE
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -29,39 +32,200 @@ from pathlib import Path
 
 from espsim import chips
 
-from . import images, inspect, simdev
+from . import files, images, inspect, simdev
+
+
+class Bad(Exception):
+    """A bad input: main() prints its message, which names it, as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line: the command, what was wrong, where
+    the help is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _arg(fn):
+    """An argparse type from `fn`: its ValueError becomes argparse's one-line usage error."""
+
+    def conv(s: str):
+        try:
+            return fn(s)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    conv.__name__ = fn.__name__.strip("_")
+    return conv
 
 
 def _size(s: str) -> int:
-    s = s.strip().upper()
-    for suffix, mult in (("MB", 1 << 20), ("M", 1 << 20), ("KB", 1 << 10), ("K", 1 << 10)):
-        if s.endswith(suffix):
-            return int(float(s[: -len(suffix)]) * mult)
-    return int(s, 0)
+    """A size in bytes: a number (0x... too) with an optional K, KB, M or MB."""
+    t = s.strip().upper()
+    try:
+        for suffix, mult in (("MB", 1 << 20), ("M", 1 << 20), ("KB", 1 << 10), ("K", 1 << 10)):
+            if t.endswith(suffix):
+                n = float(t[: -len(suffix)]) * mult
+                if n != int(n):
+                    raise ValueError
+                n = int(n)
+                break
+        else:
+            n = int(t, 0)
+    except ValueError:
+        raise ValueError(f"not a size: {s!r} (a number of bytes, or with K or M)") from None
+    if n <= 0:
+        raise ValueError(f"size {s!r}: must be above 0")
+    return n
+
+
+FLASH_SIZES = [1 << n for n in range(18, 28)]  # esptool's --flash-size values: 256KB .. 128MB
+
+
+def _flash_size(s: str) -> int:
+    n = _size(s)
+    if n not in FLASH_SIZES:
+        raise ValueError(
+            f"flash size {s!r}: one of 256K, 512K, 1M, 2M, 4M, 8M, 16M, 32M, 64M, 128M"
+        )
+    return n
+
+
+def _positive(s: str) -> int:
+    try:
+        n = int(s)
+    except ValueError:
+        raise ValueError(f"not a whole number: {s!r}") from None
+    if n < 1:
+        raise ValueError(f"{s}: must be at least 1")
+    return n
+
+
+def _natural(s: str) -> int:
+    try:
+        n = int(s)
+    except ValueError:
+        raise ValueError(f"not a whole number: {s!r}") from None
+    if n < 0:
+        raise ValueError(f"{s}: must be 0 or more")
+    return n
+
+
+def _port(s: str) -> int:
+    try:
+        n = int(s)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 65535:
+        raise ValueError(f"not a TCP port: {s!r} (0 to 65535; 0: any free port)")
+    return n
+
+
+_MP_VERSION = re.compile(r"v?\d+\.\d+(\.\d+)?([-+.][0-9A-Za-z.+-]*)?")
+
+
+def _mp_version(s: str) -> str:
+    """MicroPython's version as `git describe` prints it: v1.24.0, v1.25.0-preview.42.gabc123."""
+    if not _MP_VERSION.fullmatch(s) or len(s) > 64:
+        raise ValueError(f"not a MicroPython version: {s!r} (e.g. v1.24.0)")
+    return s
+
+
+def _desc_field(s: str) -> str:
+    """A string of esp_app_desc_t (char[32]: at most 31 bytes)."""
+    if len(s.encode()) > 31 or "\0" in s:
+        raise ValueError(f"{s!r}: at most 31 bytes (a char[32] of esp_app_desc_t)")
+    return s
+
+
+def _date(s: str) -> str:
+    import datetime
+
+    try:
+        datetime.date.fromisoformat(s)
+    except ValueError:
+        raise ValueError(f"not a date: {s!r} (YYYY-MM-DD)") from None
+    if not re.fullmatch(r"\d{4}-\d\d-\d\d", s):
+        raise ValueError(f"not a date: {s!r} (YYYY-MM-DD)")
+    return s
+
+
+def _heap(s: str) -> str:
+    simdev.heap_bytes(s)
+    return s
+
+
+def _hosts(s: str) -> str:
+    """The simulated LAN's table: NAME[:PORT]=ADDRESS[:PORT], comma separated (hosts.py)."""
+    name = r"[A-Za-z0-9_.-]+"
+    item = rf"{name}(:\d{{1,5}})?={name}(:\d{{1,5}})?"
+    for part in s.split(","):
+        if not re.fullmatch(item, part.strip()):
+            raise ValueError(
+                f"not a host mapping: {part.strip()!r} (NAME[:PORT]=ADDRESS[:PORT], e.g. "
+                "nas.lan=127.0.0.1:8000)"
+            )
+    return s
+
+
+def _url(s: str) -> str:
+    from .manifest import check_url
+
+    return check_url(s)
+
+
+def _read(path: str, what: str = "") -> bytes:
+    """A file the user named; Bad, naming it (and the option), when it cannot be read."""
+    p = Path(path)
+    label = f"{what} {path}" if what else path
+    if p.is_dir():
+        raise Bad(f"{label}: is a directory, not a file")
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise Bad(f"{label}: no such file") from None
+    except OSError as e:
+        raise Bad(f"{label}: {e.strerror or e}") from None
+
+
+def _text(path: str, what: str = "") -> str:
+    try:
+        return _read(path, what).decode()
+    except UnicodeDecodeError:
+        raise Bad(f"{(what + ' ') if what else ''}{path}: not a text file") from None
 
 
 def _table(csv: str | None):
     if not csv:
         return None
-    return inspect.table_from_csv(Path(csv).read_text())
+    try:
+        return inspect.table_from_csv(_text(csv, "--table"))
+    except Bad:
+        raise
+    except Exception as e:
+        raise Bad(f"--table {csv}: not a partitions.csv ({e})") from None
 
 
 def cmd_image(a) -> int:
     import secrets
 
     seed = a.seed if a.seed is not None else secrets.randbits(32)
-    data = images.app_image(
-        a.version,
-        a.size,
-        a.chip,
-        project_version=a.project_version,
-        board=a.board,
-        date=a.date,
-        build=seed,
-        idf_ver=a.idf_ver,
-    )
+    try:
+        data = images.app_image(
+            a.version,
+            a.size,
+            a.chip,
+            project_version=a.project_version,
+            board=a.board,
+            date=a.date,
+            build=seed,
+            idf_ver=a.idf_ver,
+        )
+    except ValueError as e:
+        raise Bad(f"--size {a.size}: {e}" if a.size is not None else str(e)) from None
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.output).write_bytes(data)
+    files.write(a.output, data)
     print(
         f"{a.output}: MicroPython {a.version}"
         + (f" (PROJECT_VER {a.project_version})" if a.project_version else "")
@@ -97,6 +261,34 @@ def _release(s: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _firmware(path: str, chip: str) -> bytes:
+    """The app image of `sim create --firmware`: Bad, saying what the file is instead, unless it
+    is a valid app image for `chip`."""
+    fw = _read(path, "--firmware")
+    try:
+        m = inspect.describe_image(path)
+    except ValueError as e:
+        raise Bad(f"--firmware {e}") from None
+    if m["chip"] != chip:
+        raise Bad(
+            f"--firmware {path}: an image for {m['chip']}, not for the simulated {chip} "
+            f"(--chip {m['chip']})"
+        )
+    return fw
+
+
+def _flash(path: str) -> Path:
+    """A simulated flash the user named: Bad unless it is a file (mpota sim create makes one)."""
+    p = Path(path)
+    if p.is_dir():
+        raise Bad(f"{path}: is a directory, not a flash image")
+    if not p.exists():
+        raise Bad(f"{path}: no such flash image (mpota sim create {path} makes one)")
+    if p.stat().st_size not in FLASH_SIZES:
+        raise Bad(f"{path}: not a flash image ({p.stat().st_size} bytes is no flash chip's size)")
+    return p
+
+
 def _mac(s: str) -> int:
     """A MAC address as six hex bytes, e.g. 24:0a:c4:12:34:56 (or with - between them)."""
     parts = s.replace("-", ":").split(":")
@@ -109,31 +301,47 @@ def _mac(s: str) -> int:
 
 
 def cmd_sim_create(a) -> int:
+    if a.fs and Path(a.fs).exists() and not Path(a.fs).is_dir():
+        raise Bad(f"--fs {a.fs}: not a directory")
+    table = _table(a.table)
     if a.firmware:
-        fw = Path(a.firmware).read_bytes()
+        fw = _firmware(a.firmware, a.chip)
     else:
         try:
             fw = images.app_image(a.version, chip=a.chip)
         except KeyError:
-            print(
-                f"mpota: no built-in test firmware for {chips.get(a.chip).display} yet: "
-                "give one with --firmware",
-                file=sys.stderr,
-            )
-            return 2
-    if a.fs and Path(a.fs).exists() and not Path(a.fs).is_dir():
-        print(f"mpota sim create: --fs {a.fs}: not a directory", file=sys.stderr)
-        return 2
-    log = simdev.create(
-        a.flash,
-        fw,
-        table=_table(a.table),
-        flash_size=a.flash_size,
-        chip=a.chip,
-        chip_rev=a.chip_rev,
-        rollback=not a.no_rollback,
-        mac=a.mac,
-    )
+            raise Bad(
+                f"no built-in test firmware for {chips.get(a.chip).display} yet: "
+                "give one with --firmware"
+            ) from None
+    from espsim.bootloader import Bricked
+
+    try:
+        log = simdev.create(
+            a.flash,
+            fw,
+            table=table,
+            flash_size=a.flash_size,
+            chip=a.chip,
+            chip_rev=a.chip_rev,
+            rollback=not a.no_rollback,
+            mac=a.mac,
+        )
+    except Bricked as e:
+        # The bootloader's reason, for the first app partition (where the firmware went).
+        lines = str(e).split("\n")
+        why = next((x for x in lines if x.startswith("esp_image:") or "chip" in x), lines[0])
+        raise Bad(
+            f"--firmware {a.firmware or '(built-in)'}: does not boot on the simulated "
+            f"{a.chip}: {why}"
+        ) from None
+    except ValueError as e:
+        size = a.flash_size
+        size = f"{size >> 20}M" if size >= 1 << 20 else f"{size >> 10}K"
+        what = "--table " + a.table if a.table else f"--flash-size {size}"
+        if "firmware" in str(e):
+            what = "--firmware " + (a.firmware or "(built-in)")
+        raise Bad(f"{what}: {e}") from None
     soc = chips.get(a.chip)
     rev = a.chip_rev if a.chip_rev is not None else soc.default_rev
     rev = f"v{rev // 100}.{rev % 100}"
@@ -151,6 +359,7 @@ def cmd_sim_create(a) -> int:
 def cmd_sim_boot(a) -> int:
     from espsim.bootloader import Bricked
 
+    _flash(a.flash)
     try:
         for line in simdev.power_on(a.flash):
             print("espsim: " + line)
@@ -162,10 +371,16 @@ def cmd_sim_boot(a) -> int:
 
 def cmd_sim_run(a) -> int:
     runtime = a.runtime
+    _flash(a.flash)
+    if a.script:
+        _read(a.script, "SCRIPT")
+    for d in a.path:
+        if not Path(d).is_dir():
+            raise Bad(f"--path {d}: no such directory")
+    if a.fs and Path(a.fs).exists() and not Path(a.fs).is_dir():
+        raise Bad(f"--fs {a.fs}: not a directory")
+    simdev.command(runtime, a.heap)  # the interpreter is there (FileNotFoundError says which)
     if a.fs:
-        if Path(a.fs).exists() and not Path(a.fs).is_dir():
-            print(f"mpota sim run: --fs {a.fs}: not a directory", file=sys.stderr)
-            return 2
         return simdev.play(
             a.flash,
             a.fs,
@@ -187,33 +402,79 @@ def cmd_sim_run(a) -> int:
 
 
 def cmd_sim_info(a) -> int:
-    print(inspect.describe_flash(Path(a.flash).read_bytes()))
+    data = _read(a.flash)
+    try:
+        print(inspect.describe_flash(data))
+    except ValueError as e:
+        raise Bad(f"{a.flash}: {e}") from None
     return 0
+
+
+def cmd_sim_serial(a) -> int:
+    from . import simserial
+
+    if not Path(a.flash).is_file():
+        print(f"mpota sim serial: {a.flash}: no such flash file", file=sys.stderr)
+        return 2
+    if a.fs and Path(a.fs).exists() and not Path(a.fs).is_dir():
+        print(f"mpota sim serial: --fs {a.fs}: not a directory", file=sys.stderr)
+        return 2
+    try:
+        return simserial.serve(a.flash, a.port, a.usb, a.runtime, a.fs)
+    except (ValueError, OSError) as e:
+        print(f"mpota sim serial: {e}", file=sys.stderr)
+        return 2
 
 
 def cmd_demo(a) -> int:
     from . import demo
 
+    if Path(a.dir).exists() and not Path(a.dir).is_dir():
+        raise Bad(f"--dir {a.dir}: not a directory")
     return demo.run(Path(a.dir))
 
 
 def cmd_manifest(a) -> int:
     from . import manifest
 
-    m = manifest.make(
-        a.image,
-        a.out_dir,
-        a.compress,
-        a.url,
-        a.version,
-        a.expires,
-        a.sequence,
-        a.sources or (),
-    )
+    # Everything that can be refused is, before anything is written.
+    _read(a.image, "IMAGE")
+    key = None
     if a.key:
-        m = manifest.sign(m, Path(a.key).read_bytes())
+        try:
+            key = manifest.load_private_key(_read(a.key, "--key"), f"--key {a.key}")
+        except ValueError as e:
+            raise Bad(str(e)) from None
+    for src in a.sources or ():
+        _read(src, "--from")
+        try:
+            manifest.describe_image(src)
+        except ValueError as e:
+            raise Bad(f"--from {e}") from None
+    if a.out_dir and not Path(a.out_dir).is_dir():
+        raise Bad(f"--out-dir {a.out_dir}: no such directory")
     out = a.output or str(Path(a.out_dir or Path(a.image).parent) / "manifest.json")
-    manifest.dump(m, out)
+    if not Path(out).parent.is_dir():
+        raise Bad(f"-o {out}: no such directory {Path(out).parent}")
+    with files.Staged() as staged:
+        try:
+            m = manifest.make(
+                a.image,
+                a.out_dir,
+                a.compress,
+                a.url,
+                a.version,
+                a.expires,
+                a.sequence,
+                a.sources or (),
+                out=staged,
+            )
+        except ValueError as e:
+            msg = str(e)
+            raise Bad(msg if a.image in msg else f"{a.image}: {msg}") from None
+        if key is not None:
+            m = manifest.sign(m, key)
+        manifest.dump(m, out, staged)
     print(
         f"{out}: {m['project']} {m['version']}"
         + (f" (MicroPython {mp})" if (mp := m.get("micropython")) and mp != m["version"] else "")
@@ -245,8 +506,17 @@ def cmd_keygen(a) -> int:
 def cmd_sign(a) -> int:
     from . import manifest
 
-    m = json.loads(Path(a.manifest).read_text())
-    m = manifest.sign(m, Path(a.key).read_bytes())
+    try:
+        m = json.loads(_text(a.manifest, "MANIFEST"))
+    except json.JSONDecodeError as e:
+        raise Bad(f"{a.manifest}: not JSON ({e})") from None
+    if not isinstance(m, dict):
+        raise Bad(f"{a.manifest}: not a manifest (a JSON object)")
+    try:
+        key = manifest.load_private_key(_read(a.key, "--key"), f"--key {a.key}")
+        m = manifest.sign(m, key)
+    except ValueError as e:
+        raise Bad(f"{a.manifest}: {e}" if "--key" not in str(e) else str(e)) from None
     manifest.dump(m, a.output or a.manifest)
     print(f"{a.output or a.manifest}: signed")
     return 0
@@ -255,7 +525,12 @@ def cmd_sign(a) -> int:
 def cmd_serve(a) -> int:
     from . import serve
 
-    server = serve.start(a.dir, a.bind, a.port, quiet=False)
+    if not Path(a.dir).is_dir():
+        raise Bad(f"{a.dir}: no such directory")
+    try:
+        server = serve.start(a.dir, a.bind, a.port, quiet=False)
+    except OSError as e:
+        raise Bad(f"cannot serve on {a.bind}:{a.port}: {e.strerror or e}") from None
     host, port = server.server_address[:2]
     print(f"Serving {a.dir} on http://{host}:{port}/ (Range requests supported); ctrl-C stops")
     for f in sorted(Path(a.dir).glob("*.json")):
@@ -269,17 +544,29 @@ def cmd_serve(a) -> int:
 
 
 def cmd_inspect(a) -> int:
-    print(inspect.describe_file(Path(a.file).read_bytes()))
+    data = _read(a.file)
+    try:
+        print(inspect.describe_file(data))
+    except ValueError as e:
+        raise Bad(f"{a.file}: {e}") from None
     return 0
 
 
 def cmd_push(a) -> int:
     from . import manifest, push
 
-    image = Path(a.image).read_bytes()
-    m = manifest.describe_image(a.image)
+    image = _read(a.image, "IMAGE")
+    try:
+        m = manifest.describe_image(a.image)
+    except ValueError as e:
+        raise Bad(str(e)) from None
     print(f"Pushing {m['project']} {m['version']} ({m['length']} bytes) to {a.port}...")
-    digest = push.push_serial(a.port, image, a.baud, a.reboot)
+    try:
+        digest = push.push_serial(a.port, image, a.baud, a.reboot)
+    except push.PushError as e:
+        raise Bad(f"--port {a.port}: the device refused the image: {e}") from None
+    except Exception as e:  # mpremote's TransportError, serial's SerialException
+        raise Bad(f"--port {a.port}: {str(e).strip() or type(e).__name__}") from None
     print(f"Device: written and verified, SHA256={digest}")
     return 0
 
@@ -306,44 +593,114 @@ def cmd_convert(a) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+def _message(e: BaseException) -> str:
+    """One line saying what went wrong (its file, where an OSError names one)."""
+    if isinstance(e, OSError) and e.filename is not None:
+        text = f"{e.filename}: {e.strerror or e}"
+    else:
+        text = str(e).strip() or type(e).__name__
+    if not isinstance(e, Bad | ValueError | OSError | KeyError):
+        text = f"{type(e).__name__}: {text}"
+    lines = text.splitlines()
+    return lines[0] + (" ..." if len(lines) > 1 else "")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mpota")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def parser() -> argparse.ArgumentParser:
+    """mpota's command line: every option says what it does and its default."""
+    p = _Parser(
         prog="mpota", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p.add_argument("--version", action="version", version=f"mpota {_version()}")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error (as MPOTA_DEBUG=1 does), not just its one line",
+    )
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     s = sub.add_parser("image", help="build a test app image")
-    s.add_argument("-o", "--output", required=True)
-    s.add_argument("--version", default="v1.24.0", help="MicroPython version (git describe)")
-    s.add_argument("--size", type=_size, default=None, help="exact size in bytes")
-    s.add_argument("--chip", default="esp32", choices=sorted(images.IMAGE_CLASSES))
+    s.add_argument("-o", "--output", required=True, help="the image file to write")
+    s.add_argument(
+        "--version",
+        type=_arg(_mp_version),
+        default="v1.24.0",
+        help="MicroPython version, as git describe prints it (default v1.24.0)",
+    )
+    s.add_argument(
+        "--size",
+        type=_arg(_size),
+        default=None,
+        help="exact size in bytes, e.g. 1500000 or 1.4M (default: about a release's, 1.2-1.45 "
+        "MB by chip)",
+    )
+    s.add_argument(
+        "--chip",
+        default="esp32",
+        choices=sorted(images.IMAGE_CLASSES),
+        help="the chip the image is for (default esp32; esp32p4 images are for other tools: "
+        "the simulator has no ESP32-P4)",
+    )
     s.add_argument(
         "--project-version",
+        type=_arg(_desc_field),
         default="",
         help="esp_app_desc_t.version, as a custom build with PROJECT_VER sets it (default empty)",
     )
     s.add_argument("--board", help="MICROPY_HW_BOARD_NAME (default: the chip's generic board)")
-    s.add_argument("--date", help="MICROPY_BUILD_DATE, YYYY-MM-DD")
-    s.add_argument("--idf-ver", default="v5.5.2", help="ESP-IDF version (default v5.5.2)")
+    s.add_argument(
+        "--date",
+        type=_arg(_date),
+        help="MICROPY_BUILD_DATE, YYYY-MM-DD (default: one derived from the version)",
+    )
+    s.add_argument(
+        "--idf-ver",
+        type=_arg(_desc_field),
+        default="v5.5.2",
+        help="ESP-IDF version (default v5.5.2)",
+    )
     s.add_argument(
         "--seed", type=int, help="build seed: the same seed gives the same image (default random)"
     )
     s.set_defaults(fn=cmd_image)
 
     sim = sub.add_parser("sim", help="the simulated ESP32").add_subparsers(
-        dest="sim", required=True
+        dest="sim", required=True, parser_class=_Parser
     )
     s = sim.add_parser("create", help="create a simulated flash with a firmware in ota_0")
-    s.add_argument("flash")
-    s.add_argument("--firmware", help="app image for the first app partition")
-    s.add_argument("--version", default="v1.24.0", help="version of the built-in test firmware")
+    s.add_argument("flash", help="the flash image to write (and FLASH.state beside it)")
+    s.add_argument(
+        "--firmware",
+        help="app image for the first app partition (default: a built-in test firmware)",
+    )
+    s.add_argument(
+        "--version",
+        type=_arg(_mp_version),
+        default="v1.24.0",
+        help="version of the built-in test firmware (default v1.24.0)",
+    )
     s.add_argument("--table", help="partitions.csv (default: the seed's 4 MB OTA layout)")
-    s.add_argument("--flash-size", type=_size, default=simdev.FLASH_SIZE)
+    s.add_argument(
+        "--flash-size",
+        type=_arg(_flash_size),
+        default=simdev.FLASH_SIZE,
+        help="flash chip size: 256K to 128M, a power of two; the partition table must fit "
+        "(default 4M)",
+    )
     s.add_argument(
         "--chip",
         default="esp32",
         choices=sorted(chips.CHIPS),
-        help="the simulated chip (its memory map, chip id and revision: espsim/chips.py)",
+        help="the simulated chip (its memory map, chip id and revision: espsim/chips.py; "
+        "default esp32)",
     )
     s.add_argument(
         "--chip-rev",
@@ -368,26 +725,47 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(fn=cmd_sim_create)
 
     s = sim.add_parser("boot", help="power-cycle the simulated ESP32")
-    s.add_argument("flash")
+    s.add_argument("flash", help="the simulated flash (from mpota sim create)")
     s.set_defaults(fn=cmd_sim_boot)
 
-    s = sim.add_parser("run", help="run a script as the simulated device's firmware")
-    s.add_argument("flash")
-    s.add_argument("script", nargs="?")
-    s.add_argument("-c", "--code")
+    s = run = sim.add_parser(
+        "run",
+        help="run a script as the simulated device's firmware",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="runtimes (--runtime), the interpreter that plays the firmware:\n"
+        "  micropython         MicroPython's unix port from PyPI, as stock firmware (no _ota)\n"
+        "  cpython             this CPython, as stock firmware (no _ota)\n"
+        "  cpython-native      CPython with _ota: the C core and host backend through ctypes\n"
+        "                      (build/c/libota_host.so, from make -C tests/c)\n"
+        "  micropython-native  a MicroPython unix port built with usermod/ota_native\n"
+        "                      ($OTA_MICROPYTHON names it)",
+    )
+    s.add_argument("flash", help="the simulated flash (from mpota sim create)")
+    s.add_argument("script", nargs="?", help="a Python file to run on the device")
+    s.add_argument("-c", "--code", help="Python code to run on the device, instead of SCRIPT")
     s.add_argument(
         "--runtime",
         default="micropython",
         choices=simdev.RUNTIMES,
-        help="interpreter running as the firmware (default micropython)",
+        help="interpreter running as the firmware (default micropython; see below)",
     )
     s.add_argument(
         "--heap",
+        type=_arg(_heap),
         default="2M",
         help="MicroPython heap for the device code (default 2M; the simulator has its own)",
     )
-    s.add_argument("--cut-after", type=int, help="power cut after N flash erase/program ops")
-    s.add_argument("--hosts", help="simulated LAN, e.g. nas.lan=127.0.0.1:8000")
+    s.add_argument(
+        "--cut-after",
+        type=_arg(_natural),
+        help="power cut after N flash erase/program ops (default: no power cut)",
+    )
+    s.add_argument(
+        "--hosts",
+        type=_arg(_hosts),
+        help="simulated LAN, NAME[:PORT]=ADDRESS[:PORT],... e.g. nas.lan=127.0.0.1:8000 "
+        "(default: names resolve as usual)",
+    )
     s.add_argument(
         "--fs",
         metavar="DIR",
@@ -396,7 +774,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     s.add_argument(
         "--max-boots",
-        type=int,
+        type=_arg(_positive),
         default=10,
         metavar="N",
         help="with --fs: stop after N boots (default 10)",
@@ -406,40 +784,70 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="DIR",
-        help="put DIR first on the device's module path (repeatable)",
+        help="put DIR first on the device's module path (repeatable; default none)",
     )
     s.set_defaults(fn=cmd_sim_run)
 
     s = sim.add_parser("info", help="partition table, otadata and slots of a flash image")
-    s.add_argument("flash")
+    s.add_argument("flash", help="a simulated flash or a flash dump (esptool read_flash)")
     s.set_defaults(fn=cmd_sim_info)
+
+    s = sim.add_parser(
+        "serial", help="serve the simulated board as an RFC 2217 serial port on 127.0.0.1"
+    )
+    s.add_argument("flash")
+    s.add_argument(
+        "--port", type=int, default=0, help="TCP port (default: a free one; the URL is printed)"
+    )
+    s.add_argument(
+        "--usb",
+        choices=["uart", "jtag"],
+        default="uart",
+        help="what DTR/RTS drive: a USB-UART bridge's auto-reset circuit (default) or the "
+        "S3/C3/C5/C6 USB-Serial-JTAG (esptool --before usb-reset)",
+    )
+    s.add_argument(
+        "--runtime",
+        default="micropython",
+        choices=simdev.RUNTIMES,
+        help="interpreter running as the firmware (default micropython)",
+    )
+    s.add_argument("--fs", metavar="DIR", help="the board's filesystem")
+    s.set_defaults(fn=cmd_sim_serial)
 
     s = sub.add_parser("demo", help="a full OTA update on the simulated ESP32 (MicroPython)")
     s.add_argument("--dir", default="build/demo", help="working directory (default build/demo)")
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("manifest", help="make an OTA manifest for an app image")
-    s.add_argument("image")
-    s.add_argument("-o", "--output", help="manifest file (default DIR/manifest.json)")
-    s.add_argument("--out-dir", help="where compressed images and the manifest go")
+    s.add_argument("image", help="the app image (micropython.bin)")
+    s.add_argument(
+        "-o", "--output", help="manifest file (default manifest.json in --out-dir or beside IMAGE)"
+    )
+    s.add_argument(
+        "--out-dir",
+        help="where compressed images, patches and the manifest go (default: IMAGE's directory)",
+    )
     s.add_argument(
         "--compress",
         choices=["zlib", "gzip", "mpz"],
-        help="serve the image compressed (mpz: resumable, see README 'Delta updates')",
+        help="serve the image compressed (mpz: resumable, see README 'Delta updates'; "
+        "default: uncompressed)",
     )
     s.add_argument(
         "--from",
         dest="sources",
         action="append",
         metavar="OLD.bin",
-        help="also write a patch from this older image (repeat for several)",
+        help="also write a patch from this older image (repeat for several; default none)",
     )
     s.add_argument(
         "--url",
-        help="firmware URL to put in the manifest (default: file name, "
-        "relative to the manifest's URL)",
+        type=_arg(_url),
+        help="firmware URL to put in the manifest: http(s)://HOST/... or relative to the "
+        "manifest's URL (default: the file name)",
     )
-    s.add_argument("--key", help="sign with this private key (PEM)")
+    s.add_argument("--key", help="sign with this private key (PEM; default: unsigned)")
     s.add_argument(
         "--version",
         type=_release,
@@ -449,41 +857,54 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument(
         "--expires",
         type=_expires,
-        help="UTC time (YYYY-MM-DDTHH:MM:SSZ) from which devices refuse this manifest",
+        help="UTC time (YYYY-MM-DDTHH:MM:SSZ) from which devices refuse this manifest "
+        "(default: never)",
     )
     s.add_argument(
         "--sequence",
-        type=int,
+        type=_arg(_natural),
         help="release number: devices refuse a manifest whose sequence is not above the "
-        "highest they installed",
+        "highest they installed (default: none)",
     )
     s.set_defaults(fn=cmd_manifest)
 
     s = sub.add_parser("keygen", help="make an ECDSA P-256 key pair for manifests")
-    s.add_argument("--private", default="ota_signing_key.pem")
-    s.add_argument("--public", default="ota_pubkey.pem")
+    s.add_argument(
+        "--private",
+        default="ota_signing_key.pem",
+        help="private key file, for mpota sign: keep it off devices (default ota_signing_key.pem)",
+    )
+    s.add_argument(
+        "--public",
+        default="ota_pubkey.pem",
+        help="public key file, for the device (default ota_pubkey.pem)",
+    )
     s.set_defaults(fn=cmd_keygen)
 
     s = sub.add_parser("sign", help="sign a manifest with a private key")
-    s.add_argument("manifest")
-    s.add_argument("--key", required=True)
-    s.add_argument("-o", "--output")
+    s.add_argument("manifest", help="the manifest (JSON) to sign")
+    s.add_argument("--key", required=True, help="the private key (PEM, from mpota keygen)")
+    s.add_argument("-o", "--output", help="signed manifest file (default: MANIFEST itself)")
     s.set_defaults(fn=cmd_sign)
 
     s = sub.add_parser("serve", help="serve firmware files over HTTP (with Range)")
-    s.add_argument("dir")
+    s.add_argument("dir", help="the directory to serve")
     s.add_argument("--bind", default="127.0.0.1", help="address (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument(
+        "--port", type=_arg(_port), default=8000, help="TCP port (default 8000; 0: any free one)"
+    )
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("inspect", help="an image, partition table, firmware.bin or flash dump")
-    s.add_argument("file")
+    s.add_argument("file", help="the file to describe")
     s.set_defaults(fn=cmd_inspect)
 
     s = sub.add_parser("push", help="update a board over USB serial (mpremote)")
-    s.add_argument("image")
+    s.add_argument("image", help="the app image (micropython.bin)")
     s.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
-    s.add_argument("--baud", type=int, default=115200)
+    s.add_argument(
+        "--baud", type=_arg(_positive), default=115200, help="serial baud rate (default 115200)"
+    )
     s.add_argument("--reboot", action="store_true", help="reset into the new firmware")
     s.set_defaults(fn=cmd_push)
 
@@ -509,11 +930,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--chip", choices=sorted(images.IMAGE_CLASSES), help="needed for an .app-bin")
     s.add_argument(
         "--flash-size",
-        type=_size,
+        type=_arg(_size),
         help="the board's flash, e.g. 8MB (default for a .bin: its bootloader header's)",
     )
     s.add_argument(
-        "--slot-size", type=_size, help="size of each app slot, a multiple of 64 KB (0x10000)"
+        "--slot-size",
+        type=_arg(_size),
+        help="size of each app slot, a multiple of 64 KB (0x10000) (default: see above)",
     )
     s.add_argument(
         "--bootloader",
@@ -534,16 +957,38 @@ def main(argv: list[str] | None = None) -> int:
     )
     release.arguments(s)
     s.set_defaults(fn=release.run)
+    p.sim_run = run
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status. A bad input is one line on stderr naming
+    it, and status 2 (1 for other failures); --debug or MPOTA_DEBUG=1 raise the exception
+    instead."""
+    p = parser()
     a = p.parse_args(argv)
     if a.cmd == "sim" and a.sim == "run":
         if not (a.script or a.code or a.fs):
-            p.error("sim run needs a SCRIPT, -c CODE or --fs DIR")
+            p.sim_run.error("needs a SCRIPT, -c CODE or --fs DIR")
         if a.script and a.code:
-            p.error("sim run takes a SCRIPT or -c CODE, not both")
-        if a.max_boots < 1:
-            p.error(f"--max-boots must be at least 1, not {a.max_boots}")
-    return a.fn(a)
+            p.sim_run.error("takes a SCRIPT or -c CODE, not both")
+    prog = "mpota " + a.cmd + (" " + a.sim if a.cmd == "sim" else "")
+    try:
+        return a.fn(a)
+    except KeyboardInterrupt:
+        if a.debug or os.environ.get("MPOTA_DEBUG"):
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if a.debug or os.environ.get("MPOTA_DEBUG"):
+            raise
+        hint = (
+            "" if isinstance(e, Bad | ValueError | OSError) else " (--debug shows the traceback)"
+        )
+        print(f"{prog}: {_message(e)}{hint}", file=sys.stderr)
+        # 2 for a bad input, as argparse's usage errors (sim run's 1 is the device's exception)
+        return 2 if isinstance(e, Bad) else 1
 
 
 if __name__ == "__main__":

@@ -205,17 +205,26 @@ def unpack(data: bytes, start: int = 0) -> bytes:
 
 
 def write_patch(
-    old: str | Path, new: str | Path, out_dir: Path, name: str, interval: int = INTERVAL
+    old: str | Path,
+    new: str | Path,
+    out_dir: Path,
+    name: str,
+    interval: int = INTERVAL,
+    write=None,
 ) -> dict:
-    """Write the MPZ1 patch from image `old` to image `new` as out_dir/name; returns its
-    manifest entry (see manifest.make)."""
+    """Write the MPZ1 patch from image `old` to image `new` as out_dir/name (with
+    `write(path, data)` if given, e.g. files.Staged().write); returns its manifest entry (see
+    manifest.make)."""
     from .inspect import describe_image
 
     o = Path(old).read_bytes()
     n = Path(new).read_bytes()
     src = describe_image(old)
     blob, _ = patch_transport(o, n, interval)
-    (out_dir / name).write_bytes(blob)
+    if write is None:
+        (out_dir / name).write_bytes(blob)
+    else:
+        write(out_dir / name, blob)
     h = parse_header(blob)
     return {
         "build": src["build"],

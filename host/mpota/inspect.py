@@ -24,8 +24,19 @@ def table_from_csv(text: str) -> list[parttable.Part]:
     ]
 
 
+def _table(raw: bytes) -> PartitionTable:
+    """A binary partition table read by esp-idf-defs; ValueError (its reason) when broken."""
+    try:
+        return PartitionTable.from_binary(raw)
+    except Exception as e:  # InputError, and UnicodeDecodeError for names that are not text
+        raise ValueError(f"a broken partition table ({e})") from None
+
+
 def read_table(flash: bytes) -> PartitionTable:
-    return PartitionTable.from_binary(flash[PT_OFFSET : PT_OFFSET + parttable.MAX_LEN])
+    """The partition table at 0x8000 of a flash dump; ValueError when there is none."""
+    if flash[PT_OFFSET : PT_OFFSET + 2] != b"\xaa\x50":
+        raise ValueError(f"not a flash dump: no partition table at 0x{PT_OFFSET:x}")
+    return _table(flash[PT_OFFSET : PT_OFFSET + parttable.MAX_LEN])
 
 
 def read_otadata(flash: bytes, table: PartitionTable) -> list[otadata.Entry] | None:
@@ -116,11 +127,10 @@ def describe_flash(flash: bytes) -> str:
 def describe_file(data: bytes) -> str:
     """What a file is: an app image, a bootloader image, a merged firmware.bin, a partition
     table (binary or CSV) or a flash dump, and what it holds."""
+    if not data.strip():
+        raise ValueError("an empty file")
     if data[:2] == b"\xaa\x50":
-        return (
-            "Partition table (binary):\n"
-            + PartitionTable.from_binary(data[: parttable.MAX_LEN]).to_csv().rstrip()
-        )
+        return "Partition table (binary):\n" + _table(data[: parttable.MAX_LEN]).to_csv().rstrip()
     if len(data) > PT_OFFSET + 2 and data[PT_OFFSET : PT_OFFSET + 2] == b"\xaa\x50":
         return "Flash dump:\n" + describe_flash(data)
     if len(data) > 0x7002 and data[:1] == b"\xe9" and data[0x7000:0x7002] == b"\xaa\x50":
@@ -159,9 +169,14 @@ def describe_file(data: bytes) -> str:
             ]
         )
     try:
-        return (
-            "Partition table (CSV):\n" + PartitionTable.from_csv(data.decode()).to_csv().rstrip()
-        )
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise ValueError(
+            "not an image, partition table or flash dump (no 0xe9 image header, no 0xaa50 "
+            "partition table at 0 or 0x8000, and not text)"
+        ) from None
+    try:
+        return "Partition table (CSV):\n" + PartitionTable.from_csv(text).to_csv().rstrip()
     except Exception as e:
         raise ValueError(f"not an image, partition table or flash dump ({e})") from None
 

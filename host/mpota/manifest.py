@@ -14,10 +14,11 @@ import re
 import zlib
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from .files import Staged
 from .inspect import banner, describe_image
 
 # "mpz": raw deflate with checkpoints, resumable (host/mpota/delta.py, README "Delta updates")
@@ -110,6 +111,33 @@ def check_version(v: str) -> str:
     return v
 
 
+def check_url(url: str) -> str:
+    """The manifest's "firmware": an http:// or https:// URL with a host, or a reference
+    relative to the manifest's own URL (no scheme), as the device reads it (python/ota/http.py).
+    """
+    if not isinstance(url, str) or not url or any(c <= " " or c == "\x7f" for c in url):
+        raise ValueError(f"URL {url!r}: empty, or with spaces or control characters")
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", url)
+    if m and m.group(1).lower() not in ("http", "https"):
+        raise ValueError(f"URL {url!r}: devices download over http:// or https:// only")
+    if m and not re.match(r"https?://[^/?#:]+", url, re.I):
+        raise ValueError(f"URL {url!r}: no host")
+    return url
+
+
+def load_private_key(pem: bytes, name: str = "the key"):
+    """An ECDSA P-256 private key from PEM, or ValueError naming `name`."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError:
+        raise ValueError(f"{name} is encrypted: give an unencrypted PEM private key") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError(f"{name} is not a PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ValueError(f"{name} is not an ECDSA P-256 (secp256r1) private key")
+    return key
+
+
 def check_sequence(n) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"sequence must be an integer >= 0, not {n!r}")
@@ -126,6 +154,7 @@ def make(
     sequence: int | None = None,
     sources: list | tuple = (),
     interval: int | None = None,
+    out: Staged | None = None,
 ) -> dict:
     """A manifest for `image` (its version: `version`, a release version of the user's own, else
     the image's own: the app description's, else MicroPython's banner; "micropython" is
@@ -136,7 +165,15 @@ def make(
     image itself, compressed_sha and compressed_length the file served. `sources`: old images;
     for each, an MPZ1 patch (delta.py) from it to `image` is written beside the image and
     listed in "patches" with the old image's build id, length and SHA-256. `interval`: output
-    bytes between the checkpoints of MPZ1 files (64 KB)."""
+    bytes between the checkpoints of MPZ1 files (64 KB). `out`: the files.Staged the files go
+    to (the caller commits it); without it they are written when all of them are ready, and
+    none is when any step fails."""
+    if out is None:
+        with Staged() as staged:
+            return make(
+                image, out_dir, compression, url, version, expires, sequence, sources, interval,
+                staged,
+            )  # fmt: skip
     image = Path(image)
     m = describe_image(image)
     if version is not None:
@@ -150,7 +187,11 @@ def make(
         m["expires"] = check_expires(expires)
     if sequence is not None:
         m["sequence"] = check_sequence(sequence)
-    out = Path(out_dir) if out_dir else image.parent
+    if url is not None:
+        check_url(url)
+    where = Path(out_dir) if out_dir else image.parent
+    if not where.is_dir():
+        raise FileNotFoundError(2, "no such directory", str(where))
     name = image.name
     if compression:
         if compression not in COMPRESSIONS:
@@ -167,7 +208,7 @@ def make(
         else:
             packed = gzip.compress(data, 9, mtime=0)
         name = image.name + COMPRESSIONS[compression]
-        (out / name).write_bytes(packed)
+        out.write(where / name, packed)
         m.update(
             compression=compression,
             compressed_sha=hashlib.sha256(packed).hexdigest(),
@@ -184,39 +225,46 @@ def make(
             if build == m["build"]:
                 raise ValueError(f"{src} is the same build as {image}: no patch needed")
             name = f"{image.name}.from-{build[:8]}.mpz"
-            entry = delta.write_patch(src, image, out, name, interval or delta.INTERVAL)
+            entry = delta.write_patch(
+                src, image, where, name, interval or delta.INTERVAL, out.write
+            )
             m["patches"].append(entry)
     return m
 
 
 def keygen(private_path: str | Path, public_path: str | Path) -> None:
-    """A new key pair; the private key readable by its owner only (folders made as needed)."""
-    import os
-
+    """A new key pair, written to both files or to neither; the private key readable by its
+    owner only (folders made as needed)."""
+    if Path(private_path).resolve() == Path(public_path).resolve():
+        raise ValueError(f"{private_path}: the private and public keys need two files")
     key = ec.generate_private_key(ec.SECP256R1())
     for path in (private_path, public_path):
+        if Path(path).is_dir():
+            raise IsADirectoryError(21, "is a directory", str(path))
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
-    with os.fdopen(fd, "wb") as f:
-        f.write(
+    with Staged() as out:
+        out.write(
+            private_path,
             key.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
-            )
+            ),
+            mode=0o600,
         )
-    Path(public_path).write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        out.write(
+            public_path,
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
         )
-    )
 
 
-def sign(m: dict, private_pem: bytes) -> dict:
-    key = serialization.load_pem_private_key(private_pem, password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
-        raise ValueError("the signing key must be an ECDSA P-256 (secp256r1) private key")
+def sign(m: dict, private_key) -> dict:
+    """`m` signed with `private_key`: PEM bytes, or a key from load_private_key()."""
+    key = private_key
+    if isinstance(key, bytes | str):
+        key = load_private_key(key.encode() if isinstance(key, str) else key, "the signing key")
     signed = dict(m)
     signed.pop("signature", None)
     signed.setdefault("manifest", FORM)
@@ -236,5 +284,11 @@ def verify(m: dict, public_pem: bytes) -> bool:
         return False
 
 
-def dump(m: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(m, indent=2) + "\n")
+def dump(m: dict, path: str | Path, out: Staged | None = None) -> None:
+    """Write the manifest (whole or not at all; into `out` if given)."""
+    text = json.dumps(m, indent=2) + "\n"
+    if out is not None:
+        out.write(path, text)
+    else:
+        with Staged() as staged:
+            staged.write(path, text)

@@ -89,6 +89,14 @@ def create(
     soc = chips.get(chip)
     chip_rev = soc.default_rev if chip_rev is None else chip_rev
     table = parttable.seed_table() if table is None else table
+    if flash_size <= parttable.OFFSET + parttable.MAX_LEN or flash_size % 4096:
+        raise ValueError(f"flash size {flash_size}: not whole 4 KB sectors, above 36 KB")
+    for p in table:
+        if p.address + p.size > flash_size:
+            raise ValueError(
+                f"partition {p.label!r} (0x{p.address:x}, {p.size} bytes) does not fit in "
+                f"{flash_size} bytes of flash"
+            )
     flash = bytearray(b"\xff" * flash_size)
     header = 1 << 20  # the largest header flash size (1-16 MB) that the flash holds
     while header * 2 <= min(flash_size, 16 << 20):
@@ -102,19 +110,33 @@ def create(
     if len(firmware) > apps[0].size:
         raise ValueError(f"firmware ({len(firmware)} bytes) does not fit in {apps[0].label}")
     flash[apps[0].address : apps[0].address + len(firmware)] = firmware
-    path.write_bytes(flash)
-    device.write_state(
-        str(path),
-        {
-            "running": 0,
-            "chip": chip,
-            "chip_rev": chip_rev,
-            "rollback": int(rollback),
-            "boots": 0,
-            "mac": device.default_mac(str(path.resolve())) if mac is None else mac,
-        },
-    )
-    return power_on(path) if boot else []
+    # Written and powered on under a temporary name, renamed into place only if all went well:
+    # a firmware that does not boot (Bricked) leaves no flash and no state behind.
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a directory", str(path))
+    if not path.parent.is_dir():
+        raise FileNotFoundError(2, "no such directory", str(path.parent))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(flash)
+        device.write_state(
+            str(tmp),
+            {
+                "running": 0,
+                "chip": chip,
+                "chip_rev": chip_rev,
+                "rollback": int(rollback),
+                "boots": 0,
+                "mac": device.default_mac(str(path.resolve())) if mac is None else mac,
+            },
+        )
+        log = power_on(tmp) if boot else []
+        os.replace(f"{tmp}.state", f"{path}.state")
+        os.replace(tmp, path)
+    finally:
+        for f in (tmp, Path(f"{tmp}.state")):
+            f.unlink(missing_ok=True)
+    return log
 
 
 def power_on(path: str | Path) -> list[str]:

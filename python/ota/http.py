@@ -198,12 +198,28 @@ def _ready(poll, ms):
     return False
 
 
+# e (an OSError from getaddrinfo or connect) as a NetError whose message names where: its
+# errno is kept (MicroPython's unix port gives getaddrinfo's as text: "[addrinfo error -2]";
+# MicroPython prints the errno's name before the message, CPython its number).
+def _where(e, what):
+    a = e.args
+    n = a[0] if a and isinstance(a[0], int) else 5  # EIO
+    why = a[1] if len(a) > 1 else (a[0] if a and not isinstance(a[0], int) else "")
+    return NetError(n, "%s: %s" % (what, why) if why else what)
+
+
 def _connect(scheme, host, port, ca, timeout, deadline, url):
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    try:
+        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    except OSError as e:
+        raise _where(e, "cannot resolve %s (%s)" % (host, url))
     s = socket.socket(ai[0], socket.SOCK_STREAM, ai[2])
     try:
         s.settimeout(timeout)
-        s.connect(ai[-1])
+        try:
+            s.connect(ai[-1])
+        except OSError as e:
+            raise _where(e, "cannot connect to %s:%d (%s)" % (host, port, url))
         if scheme == "https":
             import ssl
 

@@ -39,6 +39,14 @@ def force(reboot=False):
     raise OSError(_ENOENT, "No previous OTA partition to roll back to.")
 
 
-# Undo force(): boot the running partition again on the next reboot.
+# Undo force(): boot the running partition again on the next reboot. set_boot()
+# (esp_ota_set_boot_partition) records it as NEW, a trial boot that rolls back unless confirmed;
+# a firmware that was confirmed (VALID) is confirmed again, as it was
+# (esp_ota_mark_app_valid_cancel_rollback marks the record just written). One still on trial
+# (PENDING_VERIFY) gets a new trial boot: otadata has no way to write PENDING_VERIFY back.
 def cancel_force():
-    Partition(Partition.RUNNING).set_boot()
+    running = Partition(Partition.RUNNING)
+    was = _otadata.state(running.info())
+    running.set_boot()
+    if was == _otadata.VALID:
+        Partition.mark_app_valid_cancel_rollback()

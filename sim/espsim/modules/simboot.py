@@ -64,7 +64,15 @@ def _print_exc(e):
 
 
 def run_file(path, g):
-    with open(path) as f:
+    # A script that cannot be read: the interpreter's own words (`micropython missing.py`),
+    # naming the file, and its exit status 2.
+    try:
+        f = open(path)
+    except OSError as e:
+        name = "micropython" if sys.implementation.name == "micropython" else "python"
+        sys.stderr.write("%s: can't open file %r: %s\n" % (name, path, e))
+        sys.exit(2)
+    with f:
         src = f.read()
     g["__file__"] = path
     exec(compile(src, path, "exec"), g)
