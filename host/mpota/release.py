@@ -349,15 +349,33 @@ def arguments(p) -> None:
     """The `mpota release` subcommands, on the argparse parser p."""
     sub = p.add_subparsers(dest="release", required=True)
     s = sub.add_parser("publish", help="publish an image as a channel's release")
-    s.add_argument("image")
+    s.add_argument("image", help="the app image to release (as `mpota manifest` takes it)")
     s.add_argument("where", help="a directory a web server serves, or s3://BUCKET[/PREFIX]")
     s.add_argument("--channel", default="stable", help="stable, beta, ... (default stable)")
     s.add_argument("--key", required=True, help="the private key that signs the manifest")
-    s.add_argument("--version", type=_arg(mf.check_version), help="the release's version")
-    s.add_argument("--from", dest="sources", action="append", metavar="OLD.bin", default=[])
-    s.add_argument("--compress", choices=["zlib", "gzip", "mpz"])
-    s.add_argument("--expires", type=_arg(mf.check_expires))
-    s.add_argument("--start", help="Unix time or YYYY-MM-DDTHH:MM:SSZ of the plan (now)")
+    s.add_argument(
+        "--version",
+        type=_arg(mf.check_version),
+        help="the release's version, e.g. 2.3.1 (default: the image's own)",
+    )
+    s.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        metavar="OLD.bin",
+        help="also publish a patch from this older image (repeat for several)",
+    )
+    s.add_argument(
+        "--compress", choices=["zlib", "gzip", "mpz"], help="serve the image compressed"
+    )
+    s.add_argument(
+        "--expires",
+        type=_arg(mf.check_expires),
+        help="UTC time (YYYY-MM-DDTHH:MM:SSZ) from which devices refuse this manifest",
+    )
+    s.add_argument(
+        "--start", help="Unix time or YYYY-MM-DDTHH:MM:SSZ the plan starts at (default now)"
+    )
     g = s.add_mutually_exclusive_group()
     g.add_argument(
         "--stages",
@@ -370,14 +388,14 @@ def arguments(p) -> None:
     s.set_defaults(release_fn=_cmd_publish)
 
     s = sub.add_parser("show", help="the release, plan and state of each channel")
-    s.add_argument("where")
-    s.add_argument("--endpoint-url")
+    s.add_argument("where", help="the release directory, or s3://BUCKET[/PREFIX]")
+    s.add_argument("--endpoint-url", help="the S3-compatible service's URL (default AWS)")
     s.set_defaults(release_fn=_cmd_show)
 
     s = sub.add_parser("nginx", help="an nginx configuration that serves a release directory")
-    s.add_argument("root")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--bind", default="127.0.0.1")
+    s.add_argument("root", help="the release directory nginx serves")
+    s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    s.add_argument("--bind", default="127.0.0.1", help="address (default 127.0.0.1)")
     s.set_defaults(release_fn=_cmd_nginx)
 
 
