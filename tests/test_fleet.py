@@ -427,3 +427,15 @@ def test_penalty_box(rt, tmp_path, key, site):
     served.write_bytes(NEW)  # fixed; 24 h after the last failure the device tries again
     r = board.poll(server.base, T0 + DAY)
     assert r["results"] == ["installed"] and board.sim.boot_slot() == "ota_1"
+
+
+def test_a_manifest_signed_by_another_key_is_a_reported_failure(rt, tmp_path, key, site):
+    www, server = site
+    board = Board(tmp_path, rt, key)
+    manifest.keygen(tmp_path / "other.pem", tmp_path / "other-pub.pem")
+    publish(tmp_path, www, NEW, (tmp_path / "other.pem").read_bytes(), {"stages": [[10000, T0]]})
+    r = board.poll(server.base, T0)
+    assert r["results"] == ["failure"], board.sim.out
+    assert [c[0] for c in r["calls"]] == ["checking", "downloading", "failure"]
+    assert r["calls"][-1][3] == "signature"
+    assert firmware_requests(server) == [] and board.sim.boot_slot() == "ota_0"
