@@ -290,3 +290,29 @@ def test_the_fleet_walkthrough(played):
     active = ent[otadata.active(ent)]
     assert (active.seq, active.state) == (2, otadata.VALID)  # ota_1, confirmed
     assert (work / "keys" / "signing.pem").stat().st_mode & 0o077 == 0  # the owner's only
+
+
+def test_the_fleets_walkthrough(played):
+    runs, work = played
+    for out in output_of(runs, "mpota release nginx"):
+        polls = [
+            re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", re.sub(r"\+\w{8}:", "+REL:", line))
+            for line in out.splitlines()
+            if line.startswith("ota.fleet: ")
+        ]
+        assert polls == [
+            "ota.fleet: http://127.0.0.1:PORT/stable/manifest.json 2.3.1+REL: wait",
+            "ota.fleet: http://127.0.0.1:PORT/stable/manifest.json 2.3.1+REL: wait",
+            "ota.fleet: http://127.0.0.1:PORT/beta/manifest.json 2.3.1+REL: install",
+        ], out
+        assert "espsim: running 'ota_1' at 0x190000" in out, out
+        assert "release 2.3.1 build" in out, out
+        log = [line.split('"') for line in out.splitlines() if '"GET ' in line]
+        statuses = [(f[1].split()[1].split("/")[1], f[4].split()[0]) for f in log]
+        # the field device: its manifest, then no news (304); the canary: manifest and image
+        assert statuses == [
+            ("stable", "200"),
+            ("stable", "304"),
+            ("beta", "200"),
+            ("files", "200"),
+        ]

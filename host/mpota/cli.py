@@ -16,6 +16,7 @@ mpota serve DIR                   serve firmware files over HTTP, with Range req
 mpota inspect FILE                an image, partition table, firmware.bin or flash dump
 mpota push IMAGE --port PORT      update a board over USB serial (mpremote)
 mpota convert FIRMWARE -o OUT     a stock MicroPython .bin made OTA-capable (two app slots)
+mpota release publish IMAGE DIR   a channel's release on a static host (or s3://BUCKET), staged
 """
 
 from __future__ import annotations
@@ -288,6 +289,17 @@ def _flash(path: str) -> Path:
     return p
 
 
+def _mac(s: str) -> int:
+    """A MAC address as six hex bytes, e.g. 24:0a:c4:12:34:56 (or with - between them)."""
+    parts = s.replace("-", ":").split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        raise argparse.ArgumentTypeError(f"not a MAC address: {s!r} (e.g. 24:0a:c4:12:34:56)")
+    try:
+        return int("".join(parts), 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a MAC address: {s!r}") from None
+
+
 def cmd_sim_create(a) -> int:
     if a.fs and Path(a.fs).exists() and not Path(a.fs).is_dir():
         raise Bad(f"--fs {a.fs}: not a directory")
@@ -313,6 +325,7 @@ def cmd_sim_create(a) -> int:
             chip=a.chip,
             chip_rev=a.chip_rev,
             rollback=not a.no_rollback,
+            mac=a.mac,
         )
     except Bricked as e:
         # The bootloader's reason, for the first app partition (where the firmware went).
@@ -703,6 +716,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--fs", metavar="DIR", help="the board's filesystem: create DIR with the port's boot.py"
     )
+    s.add_argument(
+        "--mac",
+        type=_mac,
+        help="the chip's base MAC, which machine.unique_id() returns, e.g. 24:0a:c4:12:34:56 "
+        "(default: 24:0a:c4 and 3 bytes of a hash of FLASH's path: each device its own)",
+    )
     s.set_defaults(fn=cmd_sim_create)
 
     s = sim.add_parser("boot", help="power-cycle the simulated ESP32")
@@ -931,6 +950,18 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--csv", action="store_true", help="print the new partitions.csv")
     s.set_defaults(fn=cmd_convert)
+
+    from . import release
+
+    s = sub.add_parser(
+        "release",
+        help="releases on a static host or S3 bucket: channels, staged rollouts",
+        description="Releases on a static host (README 'Fleets'): publish an image as a "
+        "channel's release (signed manifest with a rollout plan, files named by content), show "
+        "the channels, write an nginx configuration that serves the directory.",
+    )
+    release.arguments(s)
+    s.set_defaults(fn=release.run)
     p.sim_run = run
     return p
 
