@@ -795,7 +795,7 @@ def parser() -> argparse.ArgumentParser:
     s = sim.add_parser(
         "serial", help="serve the simulated board as an RFC 2217 serial port on 127.0.0.1"
     )
-    s.add_argument("flash")
+    s.add_argument("flash", help="the simulated flash (from mpota sim create)")
     s.add_argument(
         "--port", type=int, default=0, help="TCP port (default: a free one; the URL is printed)"
     )
