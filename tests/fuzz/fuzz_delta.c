@@ -15,10 +15,18 @@
 
 #define HEADER (32)
 
+#ifdef FUZZ_M32
+const esp_partition_t *fuzz_m32_old(void); // m32_partition.c
+#endif
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
+    #ifdef FUZZ_M32
+    fuzz_m32_old();
+    #else
     fuzz_device_open();
+    #endif
     return 0;
 }
 
@@ -28,8 +36,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     static const esp_partition_t *old;
     if (old == NULL) {
+        #ifdef FUZZ_M32
+        old = fuzz_m32_old();
+        #else
         old = esp_partition_find_first(ESP_PARTITION_TYPE_APP, ESP_PARTITION_SUBTYPE_ANY,
             "ota_0");
+        #endif
         FUZZ_CHECK(old != NULL);
     }
     uint32_t in_seed = data[1] | 0x100u, out_seed = data[2] | 0x200u;
