@@ -4,8 +4,9 @@ Each runs its seeds (real images and detools patches made by tests/fuzz/make_see
 inputs kept in tests/fuzz/seeds/) and a fixed number of mutated inputs, and fails on any crash,
 sanitizer report or broken invariant. `make fuzz` runs them for longer.
 
-Skipped when clang or its libFuzzer runtime is absent (Debian: clang libclang-rt-14-dev), except
-under CI (CI=true), where that is a failure."""
+Built outside the checkout (a pytest temporary directory), so that tests running alongside see
+it unchanged. Skipped when clang or its libFuzzer runtime is absent (Debian: clang
+libclang-rt-14-dev), except under CI (CI=true), where that is a failure."""
 
 import os
 import shutil
@@ -16,7 +17,6 @@ import pytest
 from conftest import ROOT
 
 FUZZ = ROOT / "tests" / "fuzz"
-BUILD = ROOT / "build" / "fuzz"
 # (target, mutated inputs): a few seconds each
 TARGETS = [("delta", 3000), ("head", 20000), ("session", 300)]
 REPORTS = ("ERROR: AddressSanitizer", "runtime error:", "invariant broken", "ERROR: libFuzzer")
@@ -44,26 +44,27 @@ def built(tmp_path_factory):
         if os.environ.get("CI") == "true":
             pytest.fail(f"{why} (CI must run the fuzz targets: add clang libclang-rt-14-dev)")
         pytest.skip(why)
+    build = tmp_path_factory.mktemp("fuzz-build")
     r = subprocess.run(
-        ["make", "-s", "-C", str(FUZZ), f"PYTHON={sys.executable}", f"BUILD={BUILD}"],
+        ["make", "-s", "-C", str(FUZZ), f"PYTHON={sys.executable}", f"BUILD={build}"],
         capture_output=True, text=True,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return BUILD
+    return build
 
 
-def run(target, args, tmp_path, **env):
+def run(build, target, args, tmp_path, **env):
     corpus = tmp_path / "corpus"
     corpus.mkdir(exist_ok=True)
     (tmp_path / "work").mkdir(exist_ok=True)
-    seeds = [str(BUILD / "seeds" / target)]
+    seeds = [str(build / "seeds" / target)]
     if (FUZZ / "seeds" / target).is_dir():
         seeds.append(str(FUZZ / "seeds" / target))
     return subprocess.run(
-        [str(BUILD / f"fuzz_{target}"), *args, f"-artifact_prefix={tmp_path}/", str(corpus),
+        [str(build / f"fuzz_{target}"), *args, f"-artifact_prefix={tmp_path}/", str(corpus),
          *seeds],
         capture_output=True, text=True, timeout=300,
-        env={**os.environ, "FUZZ_FLASH": str(BUILD / "flash.bin"),
+        env={**os.environ, "FUZZ_FLASH": str(build / "flash.bin"),
              "FUZZ_WORK": str(tmp_path / "work"), "ASAN_OPTIONS": "detect_leaks=1",
              "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1", **env},
     )  # fmt: skip
@@ -71,7 +72,7 @@ def run(target, args, tmp_path, **env):
 
 @pytest.mark.parametrize("target,runs", TARGETS)
 def test_fuzz_target(built, target, runs, tmp_path):
-    r = run(target, [f"-runs={runs}", "-seed=1", "-max_total_time=60"], tmp_path)
+    r = run(built, target, [f"-runs={runs}", "-seed=1", "-max_total_time=60"], tmp_path)
     out = r.stdout + r.stderr
     print(out[-2000:])
     assert r.returncode == 0, out[-4000:]
@@ -87,7 +88,7 @@ def test_fuzz_target(built, target, runs, tmp_path):
 def test_sanitizers_catch_a_bad_access(built, what, report, tmp_path):
     """The targets are built with the sanitizers on, and a run stops on what they report:
     fuzz_head reads a byte past its input (or overflows an int) when asked to."""
-    r = run("head", ["-runs=10", "-seed=1"], tmp_path, FUZZ_SELFTEST=what)
+    r = run(built, "head", ["-runs=10", "-seed=1"], tmp_path, FUZZ_SELFTEST=what)
     out = r.stdout + r.stderr
     assert r.returncode != 0 and report in out, out[-3000:]
     assert list(tmp_path.glob("crash-*")), out[-2000:]
