@@ -1,9 +1,10 @@
-"""Boards the device suite runs on: a real ESP32 over USB serial (mpremote's transport), or the
-simulated ESP32 (MicroPython unix port or CPython) with the same interface, so that the suite's
-code is exercised here too."""
+"""Boards the device suite runs on: a real ESP32 over USB serial (mpremote's transport, or
+pytest-embedded's serial service and its `dut`), or the simulated ESP32 (MicroPython unix port or
+CPython) with the same interface, so that the suite's code is exercised here too."""
 
 from __future__ import annotations
 
+import re
 import time
 
 from espsim import chips
@@ -91,3 +92,63 @@ class SerialBoard:
     def close(self) -> None:
         if self.t:
             self.t.close()
+
+
+class EmbeddedBoard:
+    """An ESP32 on the port pytest-embedded's serial service opened (`--embedded-services serial
+    --port PORT`): its raw REPL driven through the `dut` fixture's write() and expect(), as a test
+    written for pytest-embedded does. The port stays open across resets: the board's boot log
+    and REPL banner go through the dut's log like any other output."""
+
+    LINE = re.compile(rb"[^\n]*\n")
+
+    def __init__(self, dut, port: str):
+        self.dut = dut
+        self.name = f"ESP32 on {port} (pytest-embedded)"
+        self._raw_repl()
+
+    def _raw_repl(self, timeout: float = 30) -> None:
+        self.dut.write(b"\r\x03\x03")  # stop a running program: the friendly or raw REPL
+        self.dut.write(b"\r\x01")
+        self.dut.expect_exact(b"raw REPL; CTRL-B to exit\r\n>", timeout=timeout)
+
+    def _send(self, code: str) -> None:
+        # in 256-byte pieces, as mpremote does, for a board's UART receive buffer
+        data = code.encode()
+        for i in range(0, len(data), 256):
+            self.dut.write(data[i : i + 256])
+            time.sleep(0.01)
+        self.dut.write(b"\x04")
+        self.dut.expect_exact(b"OK", timeout=10)
+
+    def _follow(self, timeout: float) -> tuple[bytes, bytes]:
+        out = self.dut.expect_exact(b"\x04", timeout=timeout, return_what_before_match=True)
+        err = self.dut.expect_exact(b"\x04", timeout=timeout, return_what_before_match=True)
+        self.dut.expect_exact(b">", timeout=timeout)
+        return out, err
+
+    def exec(self, code: str, timeout: float = 120) -> str:
+        self._send(code)
+        out, err = self._follow(timeout)
+        if err:
+            raise BoardError((out + err).decode(errors="replace"))
+        return out.decode(errors="replace").replace("\r\n", "\n")
+
+    def reset(self) -> None:
+        self._send("import machine\nmachine.reset()")
+        self.dut.expect_exact(b'Type "help()" for more information.', timeout=30)
+        self._raw_repl()
+
+    def push(self, image: bytes, backend: str | None = None) -> str:
+        self._send(push.receiver_code(image, backend=backend))
+        ok = False
+        try:
+            digest = push.run(
+                lambda: self.dut.expect(self.LINE, timeout=60).group(0), self.dut.write, image
+            )
+            ok = True
+        finally:
+            out, err = self._follow(30)
+        if ok and err:
+            raise BoardError((out + err).decode(errors="replace"))
+        return digest

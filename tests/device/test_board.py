@@ -3,6 +3,12 @@ native module), given OTA_DEVICE_PORT (its serial port) and OTA_DEVICE_FIRMWARE 
 micropython.bin for it); and always on the simulated ESP32, so that its code runs here too.
 
   OTA_DEVICE_PORT=/dev/ttyUSB0 OTA_DEVICE_FIRMWARE=micropython.bin pytest tests/device -k serial
+
+Under pytest-embedded (`-p pytest_embedded --embedded-services serial --port PORT`), the board
+on --port is its `dut` fixture's, driven through dut.write() and dut.expect():
+
+  OTA_DEVICE_FIRMWARE=micropython.bin pytest tests/device -k serial \\
+      -p pytest_embedded --embedded-services serial --port /dev/ttyUSB0
 """
 
 import os
@@ -13,7 +19,7 @@ from conftest import RUNTIMES, image
 from mpota import simdev
 
 import device.scenarios as sc
-from device.board import SerialBoard, SimBoard
+from device.board import EmbeddedBoard, SerialBoard, SimBoard
 
 PORT = os.environ.get("OTA_DEVICE_PORT")
 FIRMWARE = os.environ.get("OTA_DEVICE_FIRMWARE")
@@ -23,14 +29,30 @@ BOARDS = [f"sim-{r}" for r in RUNTIMES]
 BOARDS += ["sim-micropython@esp32s3", "sim-cpython-native@esp32c3", "serial"]
 
 
+def embedded_port(config) -> str | None:
+    """pytest-embedded's --port, when its plugin is loaded with the serial service."""
+    if not config.pluginmanager.has_plugin("pytest_embedded"):
+        return None
+    if "serial" not in (config.getoption("embedded_services") or "").split(","):
+        return None
+    return config.getoption("port")
+
+
 @pytest.fixture(params=BOARDS)
 def board(request, tmp_path):
     if request.param == "serial":
-        if not PORT or not FIRMWARE:
+        embedded = embedded_port(request.config)
+        if not (PORT or embedded) or not FIRMWARE:
             pytest.skip(
-                "no board: set OTA_DEVICE_PORT to an ESP32's serial port and "
-                "OTA_DEVICE_FIRMWARE to a micropython.bin (app image) for it"
+                "no board: set OTA_DEVICE_PORT (or pytest-embedded's --port) to an ESP32's "
+                "serial port and OTA_DEVICE_FIRMWARE to a micropython.bin (app image) for it"
             )
+        if embedded:
+            yield (
+                EmbeddedBoard(request.getfixturevalue("dut"), embedded),
+                Path(FIRMWARE).read_bytes(),
+            )
+            return
         b = SerialBoard(PORT)
         yield b, Path(FIRMWARE).read_bytes()
         b.close()
