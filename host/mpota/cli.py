@@ -15,6 +15,7 @@ mpota serve DIR                   serve firmware files over HTTP, with Range req
 mpota inspect FILE                an image, partition table, firmware.bin or flash dump
 mpota push IMAGE --port PORT      update a board over USB serial (mpremote)
 mpota convert FIRMWARE -o OUT     a stock MicroPython .bin made OTA-capable (two app slots)
+mpota fleet watch|table|halt|...  the fleet's reports over MQTT, automatic halt, pause/resume
 """
 
 from __future__ import annotations
@@ -886,6 +887,18 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--csv", action="store_true", help="print the new partitions.csv")
     s.set_defaults(fn=cmd_convert)
+
+    from . import fleet
+
+    s = sub.add_parser(
+        "fleet",
+        help="reports over MQTT: live view, automatic halt, pause/resume, table, report",
+        description="The fleet controller (README 'Fleets'): follow the devices' reports on an "
+        "MQTT broker (ota.report), halt a release whose stage fails too often, pause, resume "
+        "or halt it by hand, list the devices, draw the rollout over time.",
+    )
+    fleet.arguments(s, _arg)
+    s.set_defaults(fn=fleet.run)
     p.sim_run = run
     return p
 
