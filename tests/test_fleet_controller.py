@@ -265,3 +265,24 @@ def test_reports_that_are_not_ours_are_ignored():
     big = json.dumps({"device": "aa", "state": "success", "x": "y" * 5000}).encode()
     assert fleet.parse_report("ota/aa/ota", big, "ota") is None
     assert fleet.parse_report("site/a/aa/ota", ok, "site/a") is not None
+
+
+def test_a_resumed_release_is_judged_on_what_follows():
+    m = {"release": REL, "build": BUILD, "halted": False, "rollout": None}
+    ro = fleet.Rollout(dict(m), min_executed=2, threshold=50)
+    now = time.time()
+    for i, st in enumerate(["failure", "failure", "success"]):
+        ro.add({"device": f"d{i}", "state": st, "release": REL, "to": BUILD, "seq": 1}, now)
+    assert ro.verdict() == "stage 1: 2 of 3 devices failed (66.7 % >= 50 %)"
+    ro.add({"device": "d0", "state": "failure", "release": REL, "to": BUILD, "seq": 1}, now)
+    assert ro.stages() == {0: {"failure": 2, "success": 1}}  # the same report again
+    ro.set_manifest(dict(m, halted=True, halt_reason="paused"))
+    assert ro.verdict() is not None  # halted: the same counts
+    ro.set_manifest(dict(m, halted=False))  # resumed: counted anew
+    assert ro.verdict() is None and ro.stages() == {}
+    ro.add({"device": "d3", "state": "success", "release": REL, "to": BUILD, "seq": 1}, now)
+    ro.add({"device": "d0", "state": "success", "release": REL, "to": BUILD, "seq": 2}, now)
+    assert ro.verdict() is None and ro.stages() == {0: {"success": 2}}
+    # A report on another release does not count for this one.
+    ro.add({"device": "d9", "state": "failure", "release": "other", "to": "ee" * 32}, now)
+    assert ro.stages() == {0: {"success": 2}} and len(ro.devices) == 5

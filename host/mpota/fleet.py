@@ -119,6 +119,14 @@ def parse_report(topic: str, payload: bytes, prefix: str) -> dict | None:
     return r
 
 
+def release_name(m: dict) -> str:
+    """The manifest's release id, else its version, else its build id's first 8 digits."""
+    for v in (m.get("release"), m.get("version"), str(m.get("build") or "")[:8]):
+        if isinstance(v, str) and v:
+            return v
+    return "?"
+
+
 class Rollout:
     """The devices' latest reports, and the current release's counts per stage. `m` is the
     channel's manifest (None: no release to judge; every device is listed still)."""
@@ -135,6 +143,7 @@ class Rollout:
         self.threshold = threshold
         self.min_failures = min_failures
         self.devices: dict[str, dict] = {}
+        self.channel = "?"
 
     def _ours(self, r: dict) -> bool:
         if not self.m:
@@ -166,8 +175,8 @@ class Rollout:
                 d["build"] = r["from"]
             return
         seq = r.get("seq")
-        if isinstance(seq, int) and seq <= d["seq"] and d["online"]:
-            return  # a report sent again (QoS 1 is at least once)
+        if seq == d["seq"] and r["state"] == d["state"] and d["online"]:
+            return  # the same report again (QoS 1 is at least once; a retained copy)
         d["seq"] = seq if isinstance(seq, int) else d["seq"]
         d["online"] = True
         d["state"] = r["state"]
@@ -183,8 +192,12 @@ class Rollout:
             d["outcome"] = r["state"]
 
     def set_manifest(self, m: dict | None) -> None:
-        if (m or {}).get("release") != (self.m or {}).get("release"):
-            for d in self.devices.values():  # another release: counted anew
+        """The channel's manifest changed: another release, or a resume (halted before, not
+        now), counts the devices anew (a resumed release is judged on what follows)."""
+        new, old = m or {}, self.m or {}
+        other = (new.get("release"), new.get("build")) != (old.get("release"), old.get("build"))
+        if other or (old.get("halted") and not new.get("halted")):
+            for d in self.devices.values():
                 d["stage"] = d["outcome"] = None
         self.m = m
 
@@ -222,7 +235,7 @@ class Rollout:
         if m:
             halted = (m.get("halt_reason") or "halted") if m.get("halted") else "live"
             lines.append(
-                f"{m.get('channel', '?')}: release {m.get('release', '?')}, sequence "
+                f"{m.get('channel') or self.channel}: release {release_name(m)}, sequence "
                 f"{m.get('sequence', '?')}, {halted}"
             )
         n = len(self.devices)
@@ -378,6 +391,7 @@ def watch(
     and halt as JSON lines, for report_html()."""
     out = out or sys.stdout
     ro = Rollout(None, min_executed, threshold, min_failures)
+    ro.channel = channel
     logf = open(log, "a", buffering=1) if log else None  # noqa: SIM115
     mtime = None
 
@@ -429,7 +443,7 @@ def watch(
                     ro.set_manifest(set_halted(root, channel, key_pem, True, why))
                     mtime = manifest_path(root, channel).stat().st_mtime_ns
                     note(halt=why, manifest=_summary(ro.m))
-                    print(f"HALTED {channel} release {m.get('release')}: {why}", file=out)
+                    print(f"HALTED {channel} release {release_name(m)}: {why}", file=out)
             v = ro.view()
             if v != shown:
                 shown = v
@@ -537,7 +551,8 @@ def report_html(lines, title: str = "Rollout") -> str:
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" role="img">']
     if points:
         t0, t1 = points[0][0], max(points[-1][0], points[0][0] + 1)
-        top = max([1] + [max(c.values()) for _, c in points])
+        step = -(-max([1] + [max(c.values()) for _, c in points]) // 4)  # whole devices
+        top = 4 * step
 
         def x(t):
             return L + (W - L - R) * (t - t0) / (t1 - t0)
@@ -548,10 +563,9 @@ def report_html(lines, title: str = "Rollout") -> str:
         svg.append(f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="#555"/>')
         svg.append(f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="#555"/>')
         for k in range(5):
-            n = top * k / 4
             svg.append(
-                f'<text x="{L - 6}" y="{y(n) + 4:.1f}" font-size="11" text-anchor="end">'
-                f"{n:.3g}</text>"
+                f'<text x="{L - 6}" y="{y(step * k) + 4:.1f}" font-size="11" '
+                f'text-anchor="end">{step * k}</text>'
             )
         for k in range(5):
             t = t0 + (t1 - t0) * k / 4
@@ -772,7 +786,7 @@ def _cmd_halt(a) -> int:
     else:
         m = set_halted(a.root, a.channel, key, True, "paused" if a.fleet == "pause" else a.reason)
     state = (m.get("halt_reason") or "halted") if m.get("halted") else "live"
-    print(f"{a.channel}: release {m.get('release', '?')}, sequence {m['sequence']}, {state}")
+    print(f"{a.channel}: release {release_name(m)}, sequence {m['sequence']}, {state}")
     return 0
 
 
