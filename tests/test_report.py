@@ -208,6 +208,8 @@ def test_reports_are_kept_and_sent_again_across_a_broker_restart(sim, umqtt, bro
     code += send % ("failure", REL, NEW_BUILD, "connection_lost", None)
     assert device(sim, umqtt, broker.port, code, timeout=1) == ["False", "False"]
     assert [(p["state"], p["seq"]) for p in kept(sim)] == [("downloading", 2), ("failure", 3)]
+    # The second send() did not wait for the broker again (retry: 30 s): queued only.
+    assert sim.out.count("kept for later") == 1, sim.out
     broker.start()  # same port; its retained reports come back from its persistence file
     sub.wait_for(lambda m: m[1]["seq"] == 1 and m[2])  # retained, after the restart
     # The next boot sends what was kept, in order.
@@ -244,9 +246,19 @@ def install(sim, umqtt, port, url, tmp_path):
     assert result == "ok", out
 
 
-def test_rolled_back_is_reported_by_the_old_firmware(sim, umqtt, broker, sub, site, tmp_path):
+@pytest.mark.parametrize("noticed_first", [False, True], ids=["at_boot", "status_first"])
+def test_rolled_back_is_reported_by_the_old_firmware(
+    sim, umqtt, broker, sub, site, tmp_path, noticed_first
+):
+    if noticed_first:  # the app calls at_boot() at every boot, so before the update too
+        assert device(sim, umqtt, broker.port, "print('RESULT', ota.report.at_boot(r))\n") == [
+            "None"
+        ]
     install(sim, umqtt, broker.port, site, tmp_path)
     roll_back(sim)  # the new firmware never confirmed itself: ota_0 again
+    if noticed_first:  # ota.status() saw the rollback first (and cleared the trial)
+        sim.run("from ota.status import slots\nslots()")
+        assert json.loads((tmp_path / "ota_history.json").read_text())["trial"] is None
     code = "print('RESULT', ota.report.at_boot(r))\nr.close()\n"
     assert device(sim, umqtt, broker.port, code) == ["rolled_back"]
     m = sub.wait_for(lambda m: m[1]["state"] == "rolled_back")[1]

@@ -19,7 +19,8 @@
 # Nothing lost: a report goes into the state file "ota_report.json" (ota/state.py: whole or not
 # at all across a power cut) before it is sent, and leaves it once the broker acknowledged it
 # (PUBACK) or the HTTP server answered 2xx. What could not be sent stays, the latest _KEEP of
-# them, and goes first at the next send(), flush() or at_boot(), in order.
+# them, and goes first at the next send(), flush() or at_boot(), in order. For `retry` seconds
+# (30) after a failure, send() only queues: a broker that is down does not slow an update down.
 #
 # at_boot(r) reports how the last update ended, once: "success" when the build the update made
 # the boot partition runs and is confirmed (otadata VALID), "rolled_back" when the bootloader
@@ -87,6 +88,13 @@ def _ms():
     return int(time.time() * 1000)
 
 
+# The time.ticks_ms() value `ms` milliseconds from now (a deadline for _left()).
+def _after(ms):
+    if hasattr(time, "ticks_add"):
+        return time.ticks_add(time.ticks_ms(), ms)
+    return _ms() + ms
+
+
 def _left(deadline):
     if hasattr(time, "ticks_diff"):
         return time.ticks_diff(deadline, time.ticks_ms())
@@ -122,11 +130,13 @@ def _save(s):
 class _Reporter:
     # send() queues the report in the state file, then sends what is queued (_put(), one
     # report at a time, by the transport). Returns True when nothing is left unsent.
-    def __init__(self, device, timeout):
+    def __init__(self, device, timeout, retry):
         self.device = device or device_id()
         self.timeout = timeout
         self.build = _running_build()
         self.deadline = 0
+        self.retry = retry  # s after a failure during which send() only queues
+        self.down = None  # time.ticks_ms() of the last failure
 
     def report(self, st, release=None, to_build=None, reason=None, progress=None, seq=0):
         return {
@@ -152,16 +162,19 @@ class _Reporter:
         if release and to_build:
             s["last"] = [release, to_build]
         _save(s)
+        if self.down is not None and 0 <= -_left(self.down) < self.retry * 1000:
+            return False  # it failed a moment ago: kept, without waiting for it again
         return self._flush(s)
 
-    # Send what earlier calls could not. True when nothing is left.
+    # Send what earlier calls could not (now, whenever the last try was). True when nothing
+    # is left.
     def flush(self):
         return self._flush(_load())
 
     def _flush(self, s):
         if not s["q"]:
             return True
-        self.deadline = _ms() + int(self.timeout * 1000)
+        self.deadline = _after(int(self.timeout * 1000))
         sent = 0
         try:
             for p in s["q"]:
@@ -169,10 +182,13 @@ class _Reporter:
                 sent += 1
         except Exception as e:  # noqa: BLE001 (OSError, umqtt's MQTTException, a broken reply)
             self._drop()
+            self.down = _ms()
             print("ota.report: %d report(s) kept for later: %r" % (len(s["q"]) - sent, e))
         if sent:
             s["q"] = s["q"][sent:]
             _save(s)
+        if not s["q"]:
+            self.down = None
         return not s["q"]
 
     def _drop(self):
@@ -264,11 +280,12 @@ class _Net:
 
 class MQTT(_Reporter):
     """Reports to an MQTT 3.1.1 broker: server, port (1883), prefix ("ota"), user, password,
-    timeout (s, 5: bounds each send), keepalive (s, 0: none), device (machine.unique_id()).
+    timeout (s, 5: bounds each send), retry (s, 30: after a failure, send() only queues for
+    that long), keepalive (s, 0: none), device (machine.unique_id()).
     The connection stays open between reports (for the last will); close() ends it."""
 
     def __init__(self, server, port=1883, prefix="ota", user=None, password=None, **kw):
-        _Reporter.__init__(self, kw.get("device"), kw.get("timeout", 5))
+        _Reporter.__init__(self, kw.get("device"), kw.get("timeout", 5), kw.get("retry", 30))
         self.server = server
         self.port = port
         self.user = user
@@ -311,7 +328,7 @@ class MQTT(_Reporter):
     def ping(self):
         if self.c is None:
             return False
-        self.deadline = _ms() + int(self.timeout * 1000)
+        self.deadline = _after(int(self.timeout * 1000))
         try:
             self.c.ping()
             return True
@@ -327,7 +344,7 @@ class MQTT(_Reporter):
     # A clean DISCONNECT: the broker forgets the will.
     def close(self):
         if self.c is not None:
-            self.deadline = _ms() + int(self.timeout * 1000)
+            self.deadline = _after(int(self.timeout * 1000))
             try:
                 self.c.disconnect()
             except OSError:
@@ -340,13 +357,14 @@ class MQTT(_Reporter):
 
 class HTTP(_Reporter):
     """Reports POSTed as JSON to url (http or https; ca: the CA that signs the server's
-    certificate), headers (a dict, e.g. an Authorization), timeout (s, 5: bounds each send).
+    certificate), headers (a dict, e.g. an Authorization), timeout (s, 5: bounds each send),
+    retry (s, 30), device, as MQTT's.
     Any 2xx answer is an acknowledgement."""
 
     def __init__(self, url, headers=None, ca=None, **kw):
         from . import http
 
-        _Reporter.__init__(self, kw.get("device"), kw.get("timeout", 5))
+        _Reporter.__init__(self, kw.get("device"), kw.get("timeout", 5), kw.get("retry", 30))
         http._split(url)  # ValueError now for a URL that is not http(s)
         self.url = url
         self.headers = http._headers(headers, None)
