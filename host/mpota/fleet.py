@@ -714,7 +714,11 @@ def arguments(p, arg) -> None:
         s.add_argument("root", help="the release directory (<root>/<channel>/manifest.json)")
         channel(s, True)
         if name == "halt":
-            s.add_argument("--reason", default="halted by hand", help="why (in the manifest)")
+            s.add_argument(
+                "--reason",
+                default="halted by hand",
+                help="why (in the manifest; default: halted by hand)",
+            )
         s.set_defaults(fleet_fn=_cmd_halt)
 
     s = sub.add_parser(
