@@ -294,7 +294,8 @@ def test_success_is_reported_once_the_new_firmware_confirmed(
 class _Collect(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.got.append((self.path, self.headers.get("X-Token"), json.loads(body)))
+        tok = (self.headers.get("X-Token"), self.headers.get("Host"))
+        self.server.got.append((self.path, tok, json.loads(body)))
         self.send_response(204)
         self.end_headers()
 
@@ -323,8 +324,8 @@ def test_http_post_transport(sim, tmp_path, runtime):
         srv.server_close()
     assert "RESULT True" in out and kept(sim) == []
     assert [(p, tok, b["state"], b["seq"], b["from"]) for p, tok, b in srv.got] == [
-        ("/ota/report", "k", "checking", 1, OLD_BUILD),
-        ("/ota/report", "k", "downloading", 2, OLD_BUILD),
+        ("/ota/report", ("k", f"127.0.0.1:{port}"), "checking", 1, OLD_BUILD),
+        ("/ota/report", ("k", f"127.0.0.1:{port}"), "downloading", 2, OLD_BUILD),
     ]
     # A server that takes the request and never answers: bounded, kept.
     fake = SilentBroker("connect")

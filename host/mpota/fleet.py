@@ -411,7 +411,11 @@ def watch(
         if mt == mtime:
             return
         mtime = mt
-        m = read_manifest(root, channel) if mt is not None else None
+        try:
+            m = read_manifest(root, channel) if mt is not None else None
+        except ValueError as e:  # not ours to judge: the view says so, nothing is halted
+            print(f"mpota fleet watch: {e}", file=out)
+            m = None
         ro.set_manifest(m)
         note(manifest=_summary(m))
 

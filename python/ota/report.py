@@ -377,6 +377,8 @@ class HTTP(_Reporter):
         body = json.dumps(p).encode()
         s = http._connect(scheme, host, port, self.ca, self.timeout, self.deadline, self.url)
         try:
+            if port != http._PORTS[scheme]:
+                host = "%s:%d" % (host, port)
             req = "POST %s HTTP/1.0\r\nHost: %s\r\n" % (path, host)
             req += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
             for k in self.headers:
