@@ -290,3 +290,21 @@ def test_the_fleet_walkthrough(played):
     active = ent[otadata.active(ent)]
     assert (active.seq, active.state) == (2, otadata.VALID)  # ota_1, confirmed
     assert (work / "keys" / "signing.pem").stat().st_mode & 0o077 == 0  # the owner's only
+
+
+def test_the_fleet_example(played):
+    runs, work = played
+    for out in output_of(runs, "mpota fleet watch"):
+        halted = "HALTED stable release v1.26.0: stage 1: 2 of 2 devices failed (100.0 % >= 2 %)"
+        assert halted in out, out
+        table = [line.split()[:5] for line in out.splitlines() if line.startswith("dev")][-5:]
+        assert table == [
+            ["dev1", table[0][1], "failure", "-", "integrity"],
+            ["dev2", table[0][1], "failure", "-", "integrity"],
+            ["dev3", table[0][1], "downloading", "-", "-"],
+            ["dev4", table[0][1], "downloading", "-", "-"],
+            ["dev5", table[0][1], "downloading", "-", "-"],
+        ], out
+        resumed = [line for line in out.splitlines() if line.startswith("stable: release")]
+        assert len(resumed) == 1 and resumed[0].endswith(", live"), out
+    assert "<svg" in (work / "rollout.html").read_text()
