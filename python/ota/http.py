@@ -2,7 +2,8 @@
 # redirects, status errors, and TLS with certificate checking when given a CA.
 #
 #   r = get(url, start=0, ca=None, timeout=30, headers=None, auth=None, deadline=None)
-#   r.status, r.start (first byte served), r.length (bytes in the body, -1 unknown),
+#   r.status, r.headers (names in lower case), r.start (first byte served),
+#   r.length (bytes in the body, -1 unknown),
 #   r.total (size of the whole file, -1 unknown), r.readinto(buf), r.read(n), r.close()
 #   r.expect: bytes the caller expects when the server gives no Content-Length (a connection
 #   closed before them is a dropped download, NetError, not the end of the file)
@@ -16,6 +17,10 @@
 # With ca (the CA certificate, PEM or DER bytes) the server's certificate must chain to it and
 # name the host; without, https is encrypted but the server is not authenticated (as
 # MicroPython's requests does): sign your manifests, or pass ca.
+#
+# Conditional requests: with an If-None-Match (an ETag) or If-Modified-Since (a Last-Modified)
+# header among the caller's, a 304 Not Modified is an answer, not an error: r.status 304, an
+# empty body (ota/fleet.py polls a manifest this way). Without them a 304 is an HTTPError.
 #
 # headers (a dict) and auth ((user, password): HTTP basic auth) are sent as `requests.get()`
 # sends them; a header the caller gives replaces this client's own (Host, User-Agent). They go to
@@ -63,8 +68,10 @@ def _split(url):
 _PORTS = {"http": 80, "https": 443}
 
 
-# ref (a Location header, a manifest's "firmware") resolved against the URL base (RFC 3986 5.2,
-# without dot segments): absolute, scheme-relative (//host/...), absolute path or relative path.
+# ref (a Location header, a manifest's "firmware") resolved against the URL base (RFC 3986 5.2):
+# absolute, scheme-relative (//host/...), absolute path or relative path; the dot segments of a
+# relative one removed ("../files/x" beside ".../stable/manifest.json" is ".../files/x"), as a
+# server or bucket that takes the path literally needs.
 def join(base, ref):
     if "://" in ref:
         return ref
@@ -75,7 +82,26 @@ def join(base, ref):
     if ref.startswith("/"):
         return "%s://%s%s" % (scheme, hostport, ref)
     path = (slash + path).split("?")[0].split("#")[0]
-    return "%s://%s%s%s" % (scheme, hostport, path[: path.rfind("/") + 1] or "/", ref)
+    path = (path[: path.rfind("/") + 1] or "/") + ref
+    if "./" in ref or ref in (".", ".."):
+        path, q, query = path.partition("?")
+        path = _dots(path) + q + query
+    return "%s://%s%s" % (scheme, hostport, path)
+
+
+# An absolute path without its "." and ".." segments (RFC 3986 5.2.4).
+def _dots(path):
+    segs = path.split("/")[1:]
+    out = []
+    for s in segs:
+        if s == "..":
+            if out:
+                out.pop()
+        elif s != ".":
+            out.append(s)
+    if segs[-1] in (".", ".."):
+        out.append("")
+    return "/" + "/".join(out)
 
 
 # Milliseconds left before deadline (a time.ticks_ms() value; CPython: time.time() * 1000).
@@ -368,6 +394,14 @@ def _get(url, start, ca, timeout, headers, deadline):
             s.close()
             prev, url = url, join(url, hdrs["location"])
             continue
+        if status == 304 and (
+            _has(headers, "if-none-match") or _has(headers, "if-modified-since")
+        ):
+            # Not modified, as asked: no body (RFC 9110 15.4.5); the caller keeps its copy.
+            s.close()
+            r = Response(s, 304, hdrs, 0, url)
+            r.length = r._left = 0
+            return r
         if status not in (200, 206):
             s.close()
             raise HTTPError(status, reason, url)

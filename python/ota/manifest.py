@@ -136,7 +136,6 @@ def _not_json(url, head):
 # open a JSON object, and a Content-Length (or file size) above the limit is refused before the
 # body is read.
 def load(url, ca=None, timeout=30, headers=None, auth=None, deadline=None):
-    big = "The manifest at %s is larger than %d bytes: refused (a manifest is a small JSON file)."
     if "://" in url:
         from . import http
 
@@ -148,24 +147,31 @@ def load(url, ca=None, timeout=30, headers=None, auth=None, deadline=None):
 
         size = os.stat(url)[6]
     try:
-        if size > _MAX_JSON:
-            raise ValueError(big % (url, _MAX_JSON))
-        buf = bytearray(_MAX_JSON + 1)
-        mv = memoryview(buf)
-        got = 0
-        checked = False
-        while got < len(buf):
-            n = f.readinto(mv[got:])
-            if not n:
-                break
-            got += n
-            if not checked:
-                head = bytes(mv[:got]).lstrip()
-                if head[:1] not in (b"", b"{"):
-                    raise _not_json(url, head)
-                checked = bool(head)
+        return read(f, size, url)
     finally:
         f.close()
+
+
+# The JSON object in the stream f (size: its announced length, -1 unknown), bounded as load()
+# says; url names it in errors.
+def read(f, size, url):
+    big = "The manifest at %s is larger than %d bytes: refused (a manifest is a small JSON file)."
+    if size > _MAX_JSON:
+        raise ValueError(big % (url, _MAX_JSON))
+    buf = bytearray(_MAX_JSON + 1)
+    mv = memoryview(buf)
+    got = 0
+    checked = False
+    while got < len(buf):
+        n = f.readinto(mv[got:])
+        if not n:
+            break
+        got += n
+        if not checked:
+            head = bytes(mv[:got]).lstrip()
+            if head[:1] not in (b"", b"{"):
+                raise _not_json(url, head)
+            checked = bool(head)
     if got > _MAX_JSON:
         raise ValueError(big % (url, _MAX_JSON))
     if not checked:

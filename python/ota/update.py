@@ -124,6 +124,8 @@ def from_json(
     the filesystem's root if it exists. force=True installs a build this device rolled back from
     and skips the manifest's expiry and sequence and the version checks (never the signature).
     delta=False: never a patch ("patches", ota/delta.py), always the full image.
+    manifest: the manifest already read from url (ota/fleet.py polls it): not fetched again,
+    checked as one that is.
     """
     from . import trust
 
@@ -132,9 +134,11 @@ def from_json(
     # One deadline for the manifest and the image.
     kw["_until"] = download.deadline(kw.pop("deadline", _DEADLINE))
     der = trust.key(pubkey)  # a configured key that cannot be used stops here
-    m = manifest.load(
-        url, ca, kw.get("timeout", 30), kw.get("headers"), kw.get("auth"), kw.get("_until")
-    )
+    m = kw.pop("manifest", None)
+    if m is None:
+        m = manifest.load(
+            url, ca, kw.get("timeout", 30), kw.get("headers"), kw.get("auth"), kw.get("_until")
+        )
     if not isinstance(m, dict) or not all(k in m for k in ("firmware", "sha", "length")):
         print('OTA json must include "firmware", "sha" and "length" keys.')
         raise ValueError('The manifest has no "firmware", "sha" and "length".')

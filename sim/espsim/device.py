@@ -9,6 +9,8 @@
 #   chip_rev=4          chip revision, major * 100 + minor (default: the chip's, chips.py)
 #   rollback=1          CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
 #   boots=3             number of simulated boots
+#   mac=0x240ac4a1b2c3  the chip's base MAC address (eFuse): machine.unique_id() returns its 6
+#                       bytes; without it, one derived from the flash file's name
 
 import os
 
@@ -21,7 +23,19 @@ DEFAULT_STATE = (
     ("chip_rev", None),
     ("rollback", 1),
     ("boots", 0),
+    ("mac", None),
 )
+
+ESPRESSIF_OUI = 0x240AC4  # the first three bytes of an Espressif base MAC
+
+
+# A base MAC for the simulated chip in the flash file `path` when none was given: Espressif's
+# OUI and three bytes of the SHA-256 of the path, so that each simulated device has its own.
+def default_mac(path):
+    import hashlib
+
+    d = hashlib.sha256(path.encode()).digest()
+    return (ESPRESSIF_OUI << 24) | (d[0] << 16) | (d[1] << 8) | d[2]
 
 
 def read_state(path):
@@ -48,8 +62,10 @@ def read_state(path):
 def write_state(path, st):
     with open(path + ".state", "w") as f:
         for k, _ in DEFAULT_STATE:
-            v = st[k]
-            if k == "running":
+            v = st.get(k)
+            if v is None and k == "mac":
+                continue
+            if k in ("running", "mac"):
                 f.write("%s=0x%x\n" % (k, v))
             else:
                 f.write("%s=%s\n" % (k, v))
@@ -123,6 +139,13 @@ class Device:
         if offset % 4096:
             raise errors.EspError(errors.ESP_ERR_INVALID_ARG)
         self.flash.erase_region(p.address + offset, n)
+
+    # machine.unique_id(): the base MAC's 6 bytes.
+    def unique_id(self):
+        mac = self.state.get("mac")
+        if mac is None:
+            mac = default_mac(self.path)
+        return mac.to_bytes(6, "big")
 
     def save_state(self):
         write_state(self.path, self.state)

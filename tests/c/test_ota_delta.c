@@ -322,6 +322,63 @@ static void test_begin_checks_and_read_errors(void) {
     CHECK_EQ(made, 0);
 }
 
+// Every field of a checkpoint is bounded by ota_delta_begin_at() itself, whatever its caller
+// checked. frm near INT64_MAX used to pass: frm + left wrapped negative and passed the "outside
+// the old image" check (only esp_partition_read()'s range check stopped the read), and an
+// adjustment after an extra block added to it unchecked (undefined behaviour).
+static void test_checkpoint_fields_bounded(void) {
+    open_device();
+    const esp_partition_t *old = old_part();
+    size_t olen = old_len(), used, made;
+    ota_delta_t d;
+    uint8_t out[64];
+    CHECK_EQ(ota_delta_begin_at(&d, old, olen, 100, 0, INT64_MAX - 5, OTA_DELTA_DIFF, 10),
+        OTA_ERR_DELTA_OUTSIDE);
+    CHECK_EQ(ota_delta_begin_at(&d, old, olen, 100, 0, INT64_MAX, OTA_DELTA_EXTRA, 0),
+        OTA_ERR_DELTA_OUTSIDE);
+    CHECK_EQ(ota_delta_begin_at(&d, old, olen, 100, 0, INT64_MIN, OTA_DELTA_EXTRA, 0),
+        OTA_ERR_DELTA_OUTSIDE);
+    CHECK_EQ(ota_delta_begin_at(&d, old, olen, 100, 0, -1, OTA_DELTA_EXTRA, 0),
+        OTA_ERR_DELTA_OUTSIDE);
+    CHECK_EQ(ota_delta_begin_at(&d, old, olen, 100, 0, (int64_t)olen + 1, OTA_DELTA_EXTRA, 0),
+        OTA_ERR_DELTA_OUTSIDE);
+    CHECK_EQ(ota_delta_begin_at(&d, old, olen, 100, 0, 0, OTA_DELTA_EXTRA, UINT64_MAX),
+        OTA_ERR_DELTA_PAST_END);
+    CHECK_EQ(ota_delta_begin_at(&d, old, olen, SIZE_MAX, 0, 0, OTA_DELTA_EXTRA, UINT64_MAX),
+        OTA_ERR_DELTA_PAST_END);
+    CHECK_EQ(ota_delta_begin_at(&d, old, olen, 100, SIZE_MAX, 0, OTA_DELTA_EXTRA, 0),
+        OTA_ERR_DELTA_PAST_END);
+    CHECK_EQ(ota_delta_begin_at(&d, old, olen, olen + 100, 0, 1, OTA_DELTA_DIFF, olen),
+        OTA_ERR_DELTA_OUTSIDE);
+    // A refused checkpoint leaves an applier that reads nothing and makes nothing.
+    ota_host_reset_counts();
+    CHECK_EQ(ota_delta_begin_at(&d, old, olen, 100, 0, INT64_MAX - 5, OTA_DELTA_DIFF, 10),
+        OTA_ERR_DELTA_OUTSIDE);
+    CHECK_EQ(ota_delta_run(&d, (const uint8_t *)"0123456789", 10, &used, out, sizeof(out),
+        &made), OTA_ERR_DELTA_OUTSIDE);
+    CHECK_EQ(made, 0);
+    CHECK_EQ(ota_host_counts()->read_ops, 0);
+    // The edges that are valid: at the old image's end in an extra block (its 3 bytes, then
+    // an adjustment of -olen back to its start, then a diff block of 2 bytes there).
+    CHECK_EQ(ota_delta_begin_at(&d, old, olen, 5, 0, (int64_t)olen, OTA_DELTA_EXTRA, 3), ESP_OK);
+    uint8_t enc[16] = {'a', 'b', 'c'};
+    size_t n = 3;
+    uint64_t a = olen;
+    enc[n++] = 0x40 | (a & 0x3F) | (a >> 6 ? 0x80 : 0); // -olen
+    for (a >>= 6; a; a >>= 7) {
+        enc[n++] = (a & 0x7F) | (a >> 7 ? 0x80 : 0);
+    }
+    enc[n++] = 2; // a diff block of 2 bytes
+    uint8_t first[2];
+    CHECK_EQ(esp_partition_read(old, 0, first, 2), ESP_OK);
+    // the two diff bytes (added to the old ones), an empty extra block, adjustment 0
+    memset(enc + n, 0, 4);
+    n += 4;
+    CHECK_EQ(apply(&d, enc, n, 1, 1, out, 5, &made), ESP_OK);
+    CHECK_EQ(made, 5);
+    CHECK(memcmp(out, "abc", 3) == 0 && out[3] == first[0] && out[4] == first[1]);
+}
+
 // Each window of the old image is read once while a diff block walks through it: reads of the
 // old image for a patch of one version-string change (every diff block forward).
 static void test_old_image_read_once_per_window(void) {
@@ -358,6 +415,7 @@ static const test_t tests[] = {
     T(test_resume_at_every_checkpoint),
     T(test_errors),
     T(test_begin_checks_and_read_errors),
+    T(test_checkpoint_fields_bounded),
     T(test_old_image_read_once_per_window),
 #undef T
 };

@@ -19,12 +19,14 @@ esp_err_t ota_delta_begin(ota_delta_t *d, const esp_partition_t *old, size_t old
 }
 
 // A diff or extra block of n bytes starts: it must end within the new image, and a diff block
-// must read within the old one.
+// must read within the old one. No sum can overflow: out <= length and (for a diff block)
+// 0 <= frm <= old_len are checked first, then n against what remains.
 static esp_err_t block(ota_delta_t *d, int phase, int64_t n) {
-    if (n < 0 || (uint64_t)n > d->length - d->out) {
+    if (n < 0 || d->out > d->length || (uint64_t)n > d->length - d->out) {
         return OTA_ERR_DELTA_PAST_END;
     }
-    if (phase == OTA_DELTA_DIFF && (d->frm < 0 || d->frm + n > (int64_t)d->old_len)) {
+    if (phase == OTA_DELTA_DIFF && (d->frm < 0 || (uint64_t)d->frm > d->old_len
+                                    || (uint64_t)n > d->old_len - (uint64_t)d->frm)) {
         return OTA_ERR_DELTA_OUTSIDE;
     }
     d->step = phase == OTA_DELTA_DIFF ? OTA_DELTA_S_DIFF : OTA_DELTA_S_EXTRA;
@@ -32,13 +34,18 @@ static esp_err_t block(ota_delta_t *d, int phase, int64_t n) {
     return ESP_OK;
 }
 
+// Every field of the checkpoint is bounded here, whoever the caller: the phase, out <= length,
+// frm within the old image (where the diff block before the checkpoint left it, in either
+// phase), left within what remains of the new image (and, in a diff block, of the old one).
 esp_err_t ota_delta_begin_at(ota_delta_t *d, const esp_partition_t *old, size_t old_len,
     size_t length, size_t out, int64_t frm, int phase, uint64_t left) {
     esp_err_t err = ota_delta_begin(d, old, old_len, length);
     if (err == ESP_OK && phase != OTA_DELTA_DIFF && phase != OTA_DELTA_EXTRA) {
         err = OTA_ERR_DELTA_CHECKPOINT;
-    } else if (err == ESP_OK && (out > length || left > (uint64_t)INT64_MAX)) {
+    } else if (err == ESP_OK && (out > length || left > length - out || left > (uint64_t)INT64_MAX)) {
         err = OTA_ERR_DELTA_PAST_END;
+    } else if (err == ESP_OK && (frm < 0 || (uint64_t)frm > old_len)) {
+        err = OTA_ERR_DELTA_OUTSIDE;
     } else if (err == ESP_OK) {
         d->out = out;
         d->frm = frm;
@@ -118,6 +125,11 @@ static esp_err_t field(ota_delta_t *d, int64_t v) {
         case OTA_DELTA_S_EXTRA_SIZE:
             return block(d, OTA_DELTA_EXTRA, v);
         default: // OTA_DELTA_S_ADJUST
+            // frm is within [0, old_len] here (the diff block before checked it) and |v| <
+            // 2^41, but the sum is checked all the same: a frm that would wrap is outside.
+            if (v > 0 ? d->frm > INT64_MAX - v : d->frm < INT64_MIN - v) {
+                return OTA_ERR_DELTA_OUTSIDE;
+            }
             d->frm += v;
             d->step = d->out >= d->length ? OTA_DELTA_S_END : OTA_DELTA_S_DIFF_SIZE;
             return ESP_OK;

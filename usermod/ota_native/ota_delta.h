@@ -75,7 +75,9 @@ esp_err_t ota_delta_begin(ota_delta_t *d, const esp_partition_t *old, size_t old
     size_t length);
 // Start at a checkpoint: `out` image bytes made, the old image at `frm`, in `phase`
 // (OTA_DELTA_DIFF or OTA_DELTA_EXTRA, else OTA_ERR_DELTA_CHECKPOINT) with `left` bytes of that
-// block to go (checked as the block's size would be).
+// block to go. Every field is bounded, whatever the caller checked: out <= length and left <=
+// length - out (else OTA_ERR_DELTA_PAST_END), 0 <= frm <= old_len and, in a diff block, left <=
+// old_len - frm (else OTA_ERR_DELTA_OUTSIDE).
 esp_err_t ota_delta_begin_at(ota_delta_t *d, const esp_partition_t *old, size_t old_len,
     size_t length, size_t out, int64_t frm, int phase, uint64_t left);
 // Take up to in_len patch bytes, make up to out_len image bytes at `out`; *used and *made say

@@ -37,5 +37,11 @@ def reset_cause():
     return PWRON_RESET if device.current().state["boots"] <= 1 else HARD_RESET
 
 
+# The chip's base MAC address (6 bytes), as the esp32 port's unique_id() returns it: each
+# simulated device has its own (`mpota sim create --mac`, else derived from its flash file).
+def unique_id():
+    return device.current().unique_id()
+
+
 def soft_reset():
     raise SystemExit

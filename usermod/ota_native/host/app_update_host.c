@@ -1,5 +1,7 @@
 // esp_ota_* and the otadata partition, as ESP-IDF's components/app_update/esp_ota_ops.c has
-// them, v5.3-v5.5 ($OTA_HOST_IDF, ota_host_set_idf()).
+// them, v5.3-v5.5 ($OTA_HOST_IDF, ota_host_set_idf()). Uses esp_image_format_host.c (image
+// verification), esp_partition_host.c and flash_host.c (the device, esp_restart()), as
+// app_update requires bootloader_support, esp_partition and spi_flash in ESP-IDF.
 
 #include <string.h>
 
@@ -7,8 +9,10 @@
 #include "esp_ota_ops.h"
 #include "esp_partition.h"
 #include "esp_system.h"
-#include "ota_host.h"
-#include "ota_host_priv.h"
+#include "app_update_host.h"
+#include "esp_image_format_host.h"
+#include "esp_partition_host.h"
+#include "flash_host.h"
 
 #define MAX_HANDLES (4)
 
@@ -139,7 +143,7 @@ static ota_entry_t *new_entry(const esp_partition_t *partition) {
 }
 
 const esp_partition_t *esp_ota_get_running_partition(void) {
-    return ota_host_ready() ? ota_host_device.running : NULL;
+    return host_device_ready() ? host_partition_app_at(host_device.running) : NULL;
 }
 
 // erase_last_boot_app_partition(skip_app_part_erase=true) of esp_ota_ops.c (ESP-IDF v5.5)
@@ -179,7 +183,7 @@ esp_err_t esp_ota_begin(const esp_partition_t *partition, size_t image_size,
             return ESP_ERR_OTA_PARTITION_CONFLICT;
         }
         esp_ota_img_states_t st;
-        if (ota_host_device.rollback && esp_ota_get_state_partition(ota_host_device.running, &st) == ESP_OK
+        if (host_device.rollback && esp_ota_get_state_partition(esp_ota_get_running_partition(), &st) == ESP_OK
             && st == ESP_OTA_IMG_PENDING_VERIFY) {
             return ESP_ERR_OTA_ROLLBACK_INVALID_STATE;
         }
@@ -198,7 +202,7 @@ esp_err_t esp_ota_begin(const esp_partition_t *partition, size_t image_size,
             return err; // as ESP-IDF: the handle stays allocated until esp_ota_abort()
         }
     }
-    if (ota_host_device.idf >= 0x0505 && ota_host_device.rollback && is_ota(partition)) {
+    if (host_device.idf >= 0x0505 && host_device.rollback && is_ota(partition)) {
         invalidate_inactive_ota_data_slot();
     }
     return ESP_OK;
@@ -208,7 +212,7 @@ esp_err_t esp_ota_begin(const esp_partition_t *partition, size_t image_size,
 // otadata invalidation; writing goes on at image_offset.
 esp_err_t esp_ota_resume(const esp_partition_t *partition, const size_t erase_size,
     const size_t image_offset, esp_ota_handle_t *out_handle) {
-    if (ota_host_device.idf < 0x0504) {
+    if (host_device.idf < 0x0504) {
         return ESP_ERR_NOT_SUPPORTED; // emulating v5.3.0-v5.3.2, which lack esp_ota_resume()
     }
     if (partition == NULL || out_handle == NULL || image_offset > partition->size) {
@@ -288,7 +292,7 @@ esp_err_t esp_ota_end(esp_ota_handle_t handle) {
     esp_err_t ret = ESP_OK;
     if (e->wrote_size == 0) {
         ret = ESP_ERR_INVALID_ARG;
-    } else if (e->part->type == ESP_PARTITION_TYPE_APP && ota_host_verify_image(e->part) != ESP_OK) {
+    } else if (e->part->type == ESP_PARTITION_TYPE_APP && host_image_verify(e->part) != ESP_OK) {
         ret = ESP_ERR_OTA_VALIDATE_FAILED;
     }
     memset(e, 0, sizeof(*e));
@@ -306,7 +310,7 @@ static esp_err_t rewrite_ota_data(esp_partition_subtype_t subtype) {
     if (id >= count) {
         return ESP_ERR_INVALID_ARG;
     }
-    uint32_t state = ota_host_device.rollback ? ESP_OTA_IMG_NEW : ESP_OTA_IMG_UNDEFINED;
+    uint32_t state = host_device.rollback ? ESP_OTA_IMG_NEW : ESP_OTA_IMG_UNDEFINED;
     int active = active_otadata(two);
     if (active != -1) {
         uint32_t seq = two[active].ota_seq, i = 0;
@@ -322,11 +326,11 @@ static esp_err_t rewrite_ota_data(esp_partition_subtype_t subtype) {
 }
 
 esp_err_t esp_ota_set_boot_partition(const esp_partition_t *partition) {
-    if (partition == NULL || !ota_host_ready()) {
+    if (partition == NULL || !host_device_ready()) {
         return ESP_ERR_INVALID_ARG;
     }
     partition = esp_partition_verify(partition);
-    if (partition == NULL || ota_host_verify_image(partition) != ESP_OK) {
+    if (partition == NULL || host_image_verify(partition) != ESP_OK) {
         return ESP_ERR_OTA_VALIDATE_FAILED;
     }
     if (partition->type != ESP_PARTITION_TYPE_APP) {
@@ -444,7 +448,7 @@ bool esp_ota_check_rollback_is_possible(void) {
     const esp_partition_t *p = valid[last] ? slot_partition(two[last].ota_seq, count)
         : esp_partition_find_first(ESP_PARTITION_TYPE_APP, ESP_PARTITION_SUBTYPE_APP_FACTORY,
         NULL);
-    return p != NULL && ota_host_verify_image(p) == ESP_OK;
+    return p != NULL && host_image_verify(p) == ESP_OK;
 }
 
 static esp_err_t current_ota_is_workable(bool valid) {

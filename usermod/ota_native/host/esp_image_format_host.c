@@ -1,11 +1,11 @@
 // App image verification and loading checks, as ESP-IDF's components/bootloader_support applies
 // them (esp_image_format.c, bootloader_common_loader.c), v5.3-v5.5, for the simulated device's
 // chip (soc_host.c):
-// - ota_host_verify_image(): esp_image_verify(ESP_IMAGE_VERIFY), what esp_ota_end() and
+// - host_image_verify(): esp_image_verify(ESP_IMAGE_VERIFY), what esp_ota_end() and
 //   esp_ota_set_boot_partition() run in the app: header (magic, chip id, chip revision, segment
 //   count), each segment's length and, for flash-mapped ones, its MMU page alignment, the
 //   checksum, the length against the partition, the appended SHA-256;
-// - ota_host_load_image(): bootloader_load_image(ESP_IMAGE_LOAD), what the 2nd stage bootloader
+// - host_image_load(): bootloader_load_image(ESP_IMAGE_LOAD), what the 2nd stage bootloader
 //   runs before it starts an app: the same, plus verify_load_addresses() for every segment it
 //   copies to RAM (not flash-mapped ones, not those below 0x10000000 such as esptool's padding
 //   segments at address 0);
@@ -13,14 +13,16 @@
 //   for the segment headers, with no data read.
 // With a debugger attached (ota_host_set_debugger(), esp_cpu_dbgr_is_attached()) the checksum
 // and the appended SHA-256 are read but not compared, as ESP-IDF does.
+// Uses flash_host.c (the device, its flash, esp_cpu_dbgr_is_attached()), soc_host.c (the chips)
+// and ota_sha256.c; and esp_partition.h's types only.
 
 #include <string.h>
 
 #include "esp_app_format.h"
 #include "esp_cpu.h"
 #include "esp_image_format.h"
-#include "ota_host.h"
-#include "ota_host_priv.h"
+#include "esp_image_format_host.h"
+#include "flash_host.h"
 #include "ota_sha256.h"
 
 #define LOAD_LIMIT (0x10000000u) // should_load(): lower addresses are never loaded
@@ -96,7 +98,7 @@ static bool load_ok(const host_chip_t *c, uint32_t start, uint32_t end, bool aga
 // configurable. ESP_ERR_IMAGE_INVALID, ESP_FAIL (no app description) or ESP_OK.
 static esp_err_t check_segment(int i, const esp_image_segment_header_t *seg, uint32_t data,
     uint32_t *mmu_page) {
-    const host_chip_t *chip = ota_host_device.chip;
+    const host_chip_t *chip = host_device.chip;
     if (chip == NULL) {
         return ESP_FAIL; // a chip the host backend does not know
     }
@@ -123,7 +125,7 @@ static esp_err_t check_segment(int i, const esp_image_segment_header_t *seg, uin
 }
 
 static esp_err_t image_load(const esp_partition_t *p, bool do_load) {
-    const host_chip_t *chip = ota_host_device.chip;
+    const host_chip_t *chip = host_device.chip;
     uint32_t flash_size = host_flash_size();
     esp_image_header_t hdr;
     esp_err_t err = image_read(p->address, &hdr, sizeof(hdr));
@@ -140,8 +142,8 @@ static esp_err_t image_load(const esp_partition_t *p, bool do_load) {
     // bootloader_common_check_chip_validity() answers ESP_FAIL for the chip and its revision
     uint16_t max_rev = hdr.max_chip_rev_full;
     if (chip == NULL || hdr.chip_id != chip->chip_id
-        || ota_host_device.chip_rev < hdr.min_chip_rev_full
-        || (max_rev != 0 && max_rev != 0xFFFF && ota_host_device.chip_rev > max_rev)) {
+        || host_device.chip_rev < hdr.min_chip_rev_full
+        || (max_rev != 0 && max_rev != 0xFFFF && host_device.chip_rev > max_rev)) {
         err = ESP_FAIL;
         goto out;
     }
@@ -287,10 +289,10 @@ esp_err_t esp_image_get_metadata(const esp_partition_pos_t *part, esp_image_meta
     return md->image_len > part->size ? ESP_ERR_IMAGE_INVALID : ESP_OK;
 }
 
-esp_err_t ota_host_verify_image(const esp_partition_t *p) {
+esp_err_t host_image_verify(const esp_partition_t *p) {
     return image_load(p, false);
 }
 
-esp_err_t ota_host_load_image(const esp_partition_t *p) {
+esp_err_t host_image_load(const esp_partition_t *p) {
     return image_load(p, true);
 }

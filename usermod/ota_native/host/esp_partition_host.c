@@ -1,13 +1,15 @@
 // The partition table and esp_partition_*, as ESP-IDF's components/esp_partition (partition.c,
-// partition_target.c) has them, v5.3-v5.5.
+// partition_target.c) has them, v5.3-v5.5: the table is read on first use. Uses flash_host.c
+// (the device and its flash) only.
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "esp_partition.h"
+#include "esp_partition_host.h"
+#include "flash_host.h"
 #include "mbedtls/md5.h"
-#include "ota_host_priv.h"
 
 #define PT_OFFSET (0x8000u)
 #define PT_MAX_LEN (0xC00u)
@@ -15,6 +17,7 @@
 
 static esp_partition_t parts[MAX_PARTS];
 static int nparts;
+static bool loaded;
 
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
 #define MD5_STARTS mbedtls_md5_starts
@@ -65,16 +68,28 @@ esp_err_t host_partitions_load(void) {
         p->readonly = (flags >> 1) & 1;
     }
     mbedtls_md5_free(&md5);
-    return md5_found ? ESP_OK : ESP_ERR_NOT_FOUND;
+    loaded = md5_found;
+    if (!loaded) {
+        nparts = 0;
+    }
+    return loaded ? ESP_OK : ESP_ERR_NOT_FOUND;
 }
 
 void host_partitions_clear(void) {
     nparts = 0;
+    loaded = false;
 }
 
-// The app partition at this flash address (the running one), or NULL.
+// The device is open and its table read (on first use, as ESP-IDF's load_partitions()).
+static bool ready(void) {
+    return host_device_ready() && (loaded || host_partitions_load() == ESP_OK);
+}
+
 const esp_partition_t *host_partition_app_at(uint32_t address) {
     const esp_partition_t *found = NULL;
+    if (!ready()) {
+        return NULL;
+    }
     for (int i = 0; i < nparts; i++) {
         if (parts[i].type == ESP_PARTITION_TYPE_APP && parts[i].address == address) {
             found = &parts[i];
@@ -109,7 +124,7 @@ static esp_partition_iterator_t advance(esp_partition_iterator_t it) {
 
 esp_partition_iterator_t esp_partition_find(esp_partition_type_t type,
     esp_partition_subtype_t subtype, const char *label) {
-    if (!ota_host_ready()) {
+    if (!ready()) {
         return NULL;
     }
     esp_partition_iterator_t it = calloc(1, sizeof(*it));
@@ -150,7 +165,7 @@ void esp_partition_iterator_release(esp_partition_iterator_t it) {
 }
 
 const esp_partition_t *esp_partition_verify(const esp_partition_t *p) {
-    if (p == NULL || !ota_host_ready()) {
+    if (p == NULL || !ready()) {
         return NULL;
     }
     for (int i = 0; i < nparts; i++) {

@@ -8,6 +8,11 @@
 // switch; $OTA_HOST_IDF=5.4 selects ESP-IDF 5.4 behaviour (esp_ota_begin() then leaves the
 // inactive otadata entry alone), 5.3 that of v5.3.0-v5.3.2 as well (no esp_ota_resume());
 // the default is 5.5.
+//
+// This is the top of the host backend, for tests, the simulator's ctypes library and the unix
+// port's binding (ota_host.c): none of the files below includes it. They depend one way, as
+// ESP-IDF's components do: soc_host.c <- flash_host.c (spi_flash: the device and its flash) <-
+// esp_partition_host.c <- esp_image_format_host.c (bootloader_support) <- app_update_host.c.
 #ifndef OTA_HOST_H
 #define OTA_HOST_H
 
@@ -15,15 +20,10 @@
 #include <stdint.h>
 #include "esp_err.h"
 #include "esp_partition.h"
+#include "flash_host.h"
 
-typedef struct {
-    uint32_t erase_4k;
-    uint32_t erase_64k;
-    uint32_t program_pages;
-    uint32_t program_bytes;
-    uint32_t read_ops;
-    uint32_t read_bytes;
-} ota_host_counts_t;
+// Erases (4 KB, 64 KB), page programs and bytes programmed, reads and bytes read.
+typedef host_flash_counts_t ota_host_counts_t;
 
 // Open a flash image (and its .state file). Returns ESP_OK or an error.
 esp_err_t ota_host_open(const char *path);

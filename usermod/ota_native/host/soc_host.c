@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-#include "ota_host_priv.h"
+#include "soc_host.h"
 
 #define NONE {0, 0}
 

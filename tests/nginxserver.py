@@ -1,0 +1,121 @@
+"""nginx (Debian's) serving a directory on a free loopback port, for the tests: the configuration
+`mpota release nginx` writes, in a temporary prefix folder, nginx in the foreground as a child
+process (daemon off, one process). .log reads its access log as netserver's log: (path, Range
+header or None) per request; .requests the whole lines (connection, request number on it,
+request line, Range, status, bytes sent, request length)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mpota import release
+
+
+def binary() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None
+    )
+
+
+def need() -> str:
+    """nginx's path; a test without it is skipped, except in CI (.ci/run installs it)."""
+    b = binary()
+    if not b:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed (apt-get install nginx: .ci/run does)")
+        pytest.skip("nginx is not installed (apt-get install nginx)")
+    return b
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    def __init__(self, root: str | Path, prefix: str | Path):
+        self.root = Path(root)
+        self.prefix = Path(prefix)
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        (self.prefix / "tmp").mkdir(exist_ok=True)
+        nginx = need()
+        for _ in range(5):  # a port taken between the choice and nginx's bind: another one
+            self.port = _free_port()
+            conf = self.prefix / "nginx.conf"
+            conf.write_text(release.nginx_conf(self.root, self.port))
+            self.errors = open(self.prefix / "error.log", "wb")
+            self.proc = subprocess.Popen(
+                [nginx, "-p", str(self.prefix), "-c", str(conf), "-e", "stderr"],
+                stdout=self.errors,
+                stderr=subprocess.STDOUT,
+            )
+            if self._ready():
+                break
+            self.stop()
+        else:
+            raise RuntimeError("nginx did not start:\n" + self.error_text())
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.server_address = ("127.0.0.1", self.port)
+
+    def _ready(self) -> bool:
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                time.sleep(0.02)
+        return False
+
+    def error_text(self) -> str:
+        return (self.prefix / "error.log").read_text(errors="replace")
+
+    @property
+    def requests(self) -> list[list[str]]:
+        """The access log's lines; nginx writes one after its response has gone, so a client
+        can be done before its line is there: read until it stops growing for 50 ms."""
+        import shlex
+
+        path = self.prefix / "access.log"
+        text, end = None, time.monotonic() + 2
+        while time.monotonic() < end:
+            now = path.read_text() if path.exists() else ""
+            if now == text:
+                break
+            text = now
+            time.sleep(0.05)
+        return [shlex.split(line) for line in text.splitlines()]
+
+    @property
+    def log(self) -> list[tuple[str, str | None]]:
+        out = []
+        for r in self.requests:
+            path = r[2].split()[1]
+            out.append((path, None if r[3] == "-" else r[3]))
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.errors.close()
+
+    # netserver's names, so that a test can use either
+    def shutdown(self) -> None:
+        self.stop()
+
+    def server_close(self) -> None:
+        pass
