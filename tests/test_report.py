@@ -341,3 +341,67 @@ def netserver_free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_fleet_update_reported_from_checking_to_success(sim, umqtt, broker, sub, tmp_path):
+    # ota.fleet (a release that `mpota release` published, everyone's turn) with this reporter:
+    # every step on the broker, then "success" from the new firmware once it confirmed.
+    from espsim import device as espdevice
+    from mpota import manifest, release
+
+    manifest.keygen(tmp_path / "k.pem", tmp_path / "ota_pubkey.pem")
+    (tmp_path / "new.bin").write_bytes(NEW)
+    www = tmp_path / "www"
+    rollout = {"stages": [[10000, 1700000000]]}
+    m = release.publish(
+        tmp_path / "new.bin",
+        release.DirStore(www),
+        "stable",
+        (tmp_path / "k.pem").read_bytes(),
+        rollout,
+    )
+    dev = "%012x" % espdevice.read_state(str(sim.path))["mac"]
+    server = netserver.start(www)
+    try:
+        code = (
+            "import ota.fleet, ota.report\n"
+            "r = ota.report.MQTT('127.0.0.1', %d, timeout=3)\n"
+            "print('RESULT', ota.fleet.Fleet('http://127.0.0.1:%d/', reporter=r, reboot=False)"
+            ".check())\nr.close()\n" % (broker.port, server.server_address[1])
+        )
+        r = sim.run(code, extra_path=[umqtt], timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "RESULT installed" in r.stdout, sim.out
+    sub.wait_for(lambda x: x[1]["state"] == "rebooting")
+    got = [x[1] for x in sub.messages]
+    assert [(x["state"], x["progress"]) for x in got] == [
+        ("checking", None),
+        ("downloading", 0),
+        ("downloading", 25),
+        ("downloading", 50),
+        ("downloading", 75),
+        ("verifying", 100),
+        ("installing", 100),
+        ("rebooting", None),
+    ]
+    assert {(x["device"], x["release"], x["from"], x["to"]) for x in got} == {
+        (dev, m["release"], OLD_BUILD, NEW_BUILD)
+    }
+    assert [x["seq"] for x in got] == list(range(1, 9))
+    sim.power_on()
+    assert sim.running() == "ota_1"
+    code = (
+        "import ota.report, ota.rollback\nr = ota.report.MQTT('127.0.0.1', %d)\n"
+        "ota.rollback.cancel()\nprint('RESULT', ota.report.at_boot(r))\nr.close()\n" % broker.port
+    )
+    assert "RESULT success" in sim.run(code, extra_path=[umqtt]).stdout, sim.out
+    ok = sub.wait_for(lambda x: x[1]["state"] == "success")[1]
+    assert (ok["device"], ok["release"], ok["from"], ok["to"], ok["seq"]) == (
+        dev,
+        m["release"],
+        NEW_BUILD,
+        NEW_BUILD,
+        9,
+    )
