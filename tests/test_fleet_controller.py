@@ -12,6 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from mpota import cli, fleet, manifest
 from mqttbroker import Mosquitto
+from test_release import s3  # noqa: F401 (a fixture: moto's S3 server)
 
 BUILD = "ab" * 32
 OLD = "cd" * 32
@@ -55,7 +56,7 @@ def root(tmp_path, keys):
     return r
 
 
-def publish(port, reports):
+def publish(port, reports, rel=REL, build=BUILD):
     """The devices' reports, retained, QoS 1, as ota.report sends them."""
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-devices")
     c.connect("127.0.0.1", port)
@@ -65,9 +66,9 @@ def publish(port, reports):
             r = {
                 "device": dev,
                 "state": st,
-                "release": REL,
+                "release": rel,
                 "from": OLD,
-                "to": BUILD,
+                "to": build,
                 "reason": None,
                 "progress": None,
                 "seq": seq,
@@ -80,7 +81,7 @@ def publish(port, reports):
         c.disconnect()
 
 
-def outcomes(n, failures):
+def outcomes(n, failures, build=BUILD):
     """n devices: checking, downloading, then failure (the first `failures`; one of them a
     rollback reported by the old firmware) or success (from the new build)."""
     out = []
@@ -91,7 +92,7 @@ def outcomes(n, failures):
             reason = "rolled_back" if i == 0 else "integrity"
             out.append((dev, "rolled_back" if i == 0 else "failure", {"reason": reason}))
         else:
-            out.append((dev, "success", {"from": BUILD}))
+            out.append((dev, "success", {"from": build}))
     return out
 
 
@@ -286,3 +287,37 @@ def test_a_resumed_release_is_judged_on_what_follows():
     # A report on another release does not count for this one.
     ro.add({"device": "d9", "state": "failure", "release": "other", "to": "ee" * 32}, now)
     assert ro.stages() == {0: {"success": 2}} and len(ro.devices) == 5
+
+
+def test_a_release_in_an_s3_bucket(s3, broker, keys, tmp_path):  # noqa: F811 (the fixture)
+    # mpota release publishes to an S3-compatible bucket (moto's server); the controller halts
+    # it there, by hand and on the rule.
+    import boto3
+    from conftest import image
+
+    (tmp_path / "new.bin").write_bytes(image("v1.23.0", 200_016))
+    k = str(keys / "k.pem")
+    where = "s3://fleet/releases"
+    assert cli.main(["release", "publish", str(tmp_path / "new.bin"), where, "--key", k,
+                     "--endpoint-url", s3, "--stages", "100@0"]) == 0  # fmt: skip
+
+    def bucket():
+        o = boto3.client("s3", endpoint_url=s3).get_object(
+            Bucket="fleet", Key="releases/stable/manifest.json"
+        )
+        return json.loads(o["Body"].read())
+
+    m0 = bucket()
+    assert cli.main(["fleet", "pause", where, "--key", k, "--endpoint-url", s3]) == 0
+    assert cli.main(["fleet", "resume", where, "--key", k, "--endpoint-url", s3]) == 0
+    m = bucket()
+    assert (m["halted"], m["sequence"]) == (False, m0["sequence"] + 2)
+    assert manifest.verify(m, (keys / "k.pub").read_bytes())
+    publish(broker.port, outcomes(5, 1, m["build"]), m["release"], m["build"])
+    out = watch_until(
+        broker, where, keys, lambda: bucket()["halted"], min_executed=5, endpoint_url=s3
+    )
+    m = bucket()
+    assert (m["halted"], m["sequence"]) == (True, m0["sequence"] + 3), out
+    assert m["halt_reason"] == "stage 1: 1 of 5 devices failed (20.0 % >= 2 %)"
+    assert manifest.verify(m, (keys / "k.pub").read_bytes())

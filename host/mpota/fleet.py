@@ -10,9 +10,10 @@ a stage fails too often.
   mpota fleet report   an HTML page with a picture of the rollout over time, from watch's --log
   mpota fleet umqtt    micropython-lib's umqtt.simple for the simulated device (--path DIR)
 
-Halting rewrites <root>/<channel>/manifest.json with "halted": true and "sequence" + 1, signed
-with the release key, atomically (temp + rename, a later modification time, so that a server's
-ETag and Last-Modified change); a device that has not installed the release does not start it.
+Halting rewrites <root>/<channel>/manifest.json (root: a directory or an S3 bucket, as `mpota
+release` publishes them) with "halted": true and "sequence" + 1, signed with the release key,
+atomically (temp + rename, a later modification time, so that a server's ETag and Last-Modified
+change); a device that has not installed the release does not start it.
 Resume writes "halted": false, sequence + 1. "halt_reason" (signed too) says why: "paused",
 "halted by hand" or the automatic rule's numbers.
 """
@@ -255,23 +256,35 @@ class Rollout:
 # -- the channel's manifest --------------------------------------------------------------------
 
 
-def manifest_path(root: str | Path, channel: str) -> Path:
-    if not channel or [c for c in channel if c not in "abcdefghijklmnopqrstuvwxyz0123456789_-"]:
-        raise ValueError(f"a channel name is a-z, 0-9, _ and -, not {channel!r}")
-    return Path(root) / channel / "manifest.json"
+def _store(root: str | Path, endpoint_url: str | None = None):
+    """Where the release is: a directory, or an S3-compatible bucket (s3://BUCKET[/PREFIX]),
+    as `mpota release` publishes it."""
+    from . import release
+
+    return release.store(str(root), endpoint_url)
 
 
-def read_manifest(root: str | Path, channel: str) -> dict:
-    p = manifest_path(root, channel)
+def _raw(st, channel: str) -> bytes | None:
+    from . import release
+
+    return st.read(f"{release.check_channel(channel)}/manifest.json")
+
+
+def _parse(raw: bytes | None, where: str) -> dict:
+    if raw is None:
+        raise ValueError(f"{where} does not exist")
     try:
-        m = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"no manifest for channel {channel!r}: {p} does not exist") from None
+        m = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{p} is not JSON: {e}") from None
+        raise ValueError(f"{where} is not JSON: {e}") from None
     if not isinstance(m, dict):
-        raise ValueError(f"{p} is not a JSON object")
+        raise ValueError(f"{where} is not a JSON object")
     return m
+
+
+def read_manifest(root: str | Path, channel: str, endpoint_url: str | None = None) -> dict:
+    st = _store(root, endpoint_url)
+    return _parse(_raw(st, channel), f"{st.where}/{channel}/manifest.json")
 
 
 def _public(key) -> bytes:
@@ -283,19 +296,29 @@ def _public(key) -> bytes:
 
 
 def set_halted(
-    root: str | Path, channel: str, key_pem: bytes, halted: bool, reason: str | None = None
+    root: str | Path,
+    channel: str,
+    key_pem: bytes,
+    halted: bool,
+    reason: str | None = None,
+    endpoint_url: str | None = None,
 ) -> dict:
     """Rewrite the channel's manifest halted (with `reason`) or not, sequence + 1, signed with
     key_pem, which must be the key that signed it. Unchanged (and returned as it is) when it is
-    already so."""
-    p = manifest_path(root, channel)
-    m = read_manifest(root, channel)
+    already so. A directory's manifest is replaced atomically, with a later modification time
+    (so that a web server's ETag and Last-Modified change), a bucket's in one PUT (mpota
+    release's stores)."""
+    from . import release
+
+    st = _store(root, endpoint_url)
+    where = f"{st.where}/{channel}/manifest.json"
+    m = _parse(_raw(st, channel), where)
     key = mf.load_private_key(key_pem, "the release key")
     if not mf.verify(m, _public(key)):
-        raise ValueError(f"{p} is not signed by this key: not changed")
+        raise ValueError(f"{where} is not signed by this key: not changed")
     seq = m.get("sequence")
     if isinstance(seq, bool) or not isinstance(seq, int):
-        raise ValueError(f'{p} has no integer "sequence": not changed')
+        raise ValueError(f'{where} has no integer "sequence": not changed')
     if m.get("halted", False) is halted and (not halted or m.get("halt_reason") == reason):
         return m
     m = dict(m)
@@ -304,22 +327,7 @@ def set_halted(
     if halted and reason:
         m["halt_reason"] = reason
     m["sequence"] = seq + 1
-    signed = mf.sign(m, key)
-    old = p.stat().st_mtime_ns
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(signed) + "\n")
-        os.chmod(tmp, 0o644)
-        # A web server's ETag and Last-Modified come from the modification time (seconds):
-        # a later one, or a device's conditional GET would be told "not modified".
-        t = max(time.time_ns(), old + 1_000_000_000)
-        os.utime(tmp, ns=(t, t))
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return signed
+    return release.write_manifest(st, channel, m, key_pem)
 
 
 # -- the broker --------------------------------------------------------------------------------
@@ -384,6 +392,7 @@ def watch(
     out=None,
     every: float = 1.0,
     stop=None,
+    endpoint_url: str | None = None,
 ) -> Rollout:
     """Follow the reports; print the view every `every` seconds when it changed; with root and
     key_pem, halt the channel's release when verdict() says so. Ends after `duration` seconds
@@ -393,26 +402,22 @@ def watch(
     ro = Rollout(None, min_executed, threshold, min_failures)
     ro.channel = channel
     logf = open(log, "a", buffering=1) if log else None  # noqa: SIM115
-    mtime = None
+    st = _store(root, endpoint_url) if root is not None else None
+    last_raw = [b"-"]
 
     def note(**kw):
         if logf:
             logf.write(json.dumps(dict(rx=round(time.time(), 3), **kw)) + "\n")
 
     def load_manifest():
-        nonlocal mtime
-        if root is None:
+        if st is None:
             return
-        p = manifest_path(root, channel)
-        try:
-            mt = p.stat().st_mtime_ns
-        except FileNotFoundError:
-            mt = None
-        if mt == mtime:
+        raw = _raw(st, channel)
+        if raw == last_raw[0]:
             return
-        mtime = mt
+        last_raw[0] = raw
         try:
-            m = read_manifest(root, channel) if mt is not None else None
+            m = _parse(raw, f"{st.where}/{channel}/manifest.json") if raw is not None else None
         except ValueError as e:  # not ours to judge: the view says so, nothing is halted
             print(f"mpota fleet watch: {e}", file=out)
             m = None
@@ -444,8 +449,8 @@ def watch(
             if key_pem and m and not m.get("halted"):
                 why = ro.verdict()
                 if why:
-                    ro.set_manifest(set_halted(root, channel, key_pem, True, why))
-                    mtime = manifest_path(root, channel).stat().st_mtime_ns
+                    ro.set_manifest(set_halted(root, channel, key_pem, True, why, endpoint_url))
+                    last_raw[0] = _raw(st, channel)
                     note(halt=why, manifest=_summary(ro.m))
                     print(f"HALTED {channel} release {release_name(m)}: {why}", file=out)
             v = ro.view()
@@ -662,6 +667,10 @@ def arguments(p, arg) -> None:
     def channel(s, key_required):
         s.add_argument("--channel", default="stable", help="the channel (default stable)")
         s.add_argument(
+            "--endpoint-url",
+            help="with an s3:// release: the S3-compatible service's URL (default: AWS)",
+        )
+        s.add_argument(
             "--key",
             required=key_required,
             help="the release's private key (PEM), which "
@@ -678,7 +687,10 @@ def arguments(p, arg) -> None:
         "failed, and failures reach --threshold percent of them.",
     )
     broker(s)
-    s.add_argument("--root", help="the release directory (<root>/<channel>/manifest.json)")
+    s.add_argument(
+        "--root",
+        help="the release: a directory or s3://BUCKET[/PREFIX] (<root>/<channel>/manifest.json)",
+    )
     channel(s, False)
     s.add_argument(
         "--min-executed",
@@ -715,7 +727,11 @@ def arguments(p, arg) -> None:
             description=f"{text[0].upper()}{text[1:]}: rewrite ROOT/CHANNEL/manifest.json "
             "signed with --key, sequence + 1.",
         )
-        s.add_argument("root", help="the release directory (<root>/<channel>/manifest.json)")
+        s.add_argument(
+            "root",
+            help="the release: a directory or s3://BUCKET[/PREFIX] (<root>/<channel>/"
+            "manifest.json)",
+        )
         channel(s, True)
         if name == "halt":
             s.add_argument(
@@ -783,16 +799,15 @@ def _cmd_watch(a) -> int:
         a.min_failures,
         a.log,
         a.duration,
+        endpoint_url=a.endpoint_url,
     )
     return 0
 
 
 def _cmd_halt(a) -> int:
     key = _key(a.key)
-    if a.fleet == "resume":
-        m = set_halted(a.root, a.channel, key, False)
-    else:
-        m = set_halted(a.root, a.channel, key, True, "paused" if a.fleet == "pause" else a.reason)
+    reason = "paused" if a.fleet == "pause" else getattr(a, "reason", None)
+    m = set_halted(a.root, a.channel, key, a.fleet != "resume", reason, a.endpoint_url)
     state = (m.get("halt_reason") or "halted") if m.get("halted") else "live"
     print(f"{a.channel}: release {release_name(m)}, sequence {m['sequence']}, {state}")
     return 0
