@@ -316,3 +316,23 @@ def test_the_fleets_walkthrough(played):
             ("beta", "200"),
             ("files", "200"),
         ]
+
+
+def test_the_fleet_example(played):
+    runs, work = played
+    for out in output_of(runs, "mpota fleet watch"):
+        halted = re.search(r"^HALTED trial release (2\.3\.1\+[0-9a-f]{8}): (.*)$", out, re.M)
+        assert halted, out
+        rel = halted.group(1)
+        assert halted.group(2) == "stage 1: 2 of 2 devices failed (100.0 % >= 2 %)", out
+        table = [line.split()[:5] for line in out.splitlines() if line.startswith("240ac4")]
+        assert table == [
+            ["240ac4000101", table[0][1], "failure", rel, "integrity"],
+            ["240ac4000102", table[0][1], "failure", rel, "integrity"],
+            ["240ac4000103", table[0][1], "downloading", rel, "-"],
+            ["240ac4000104", table[0][1], "downloading", rel, "-"],
+            ["240ac4000105", table[0][1], "downloading", rel, "-"],
+        ], out
+        resumed = [line for line in out.splitlines() if line.startswith("trial: release")]
+        assert resumed == [resumed[0]] and resumed[0].endswith(", live"), out
+    assert "<svg" in (work / "rollout.html").read_text()

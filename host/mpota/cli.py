@@ -17,6 +17,7 @@ mpota inspect FILE                an image, partition table, firmware.bin or fla
 mpota push IMAGE --port PORT      update a board over USB serial (mpremote)
 mpota convert FIRMWARE -o OUT     a stock MicroPython .bin made OTA-capable (two app slots)
 mpota release publish IMAGE DIR   a channel's release on a static host (or s3://BUCKET), staged
+mpota fleet watch|table|halt|...  the fleet's reports over MQTT, automatic halt, pause/resume
 """
 
 from __future__ import annotations
@@ -962,6 +963,18 @@ def parser() -> argparse.ArgumentParser:
     )
     release.arguments(s)
     s.set_defaults(fn=release.run)
+
+    from . import fleet
+
+    s = sub.add_parser(
+        "fleet",
+        help="reports over MQTT: live view, automatic halt, pause/resume, table, report",
+        description="The fleet controller (README 'Fleets'): follow the devices' reports on an "
+        "MQTT broker (ota.report), halt a release whose stage fails too often, pause, resume "
+        "or halt it by hand, list the devices, draw the rollout over time.",
+    )
+    fleet.arguments(s, _arg)
+    s.set_defaults(fn=fleet.run)
     p.sim_run = run
     return p
 
