@@ -7,6 +7,8 @@ import functools
 import hashlib
 import http.server
 import os
+import shutil
+import socket
 import subprocess
 import textwrap
 import threading
@@ -231,3 +233,23 @@ def http_dir(tmp_path: Path):
     yield root, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def need_program(name: str) -> str:
+    """The path of a Debian program the tests start (nginx, mosquitto): a test without it is
+    skipped, except in CI, where .ci/run installs it and its absence fails the test."""
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/local/sbin/{name}") if os.path.exists(p)), None
+    )
+    if not found:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed (apt-get install {name}: .ci/run does)")
+        pytest.skip(f"{name} is not installed (apt-get install {name})")
+    return found

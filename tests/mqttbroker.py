@@ -7,45 +7,20 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
-import shutil
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-import pytest
-
-
-def binary() -> str | None:
-    return shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)),
-        None,
-    )
-
-
-def need() -> str:
-    """mosquitto's path; a test without it is skipped, except in CI (.ci/run installs it)."""
-    b = binary()
-    if not b:
-        if os.environ.get("CI"):
-            pytest.fail("mosquitto is not installed (apt-get install mosquitto: .ci/run does)")
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    return b
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port, need_program
 
 
 class Mosquitto:
     def __init__(self, folder: str | Path):
         self.dir = Path(folder)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.bin = need()
+        self.bin = need_program("mosquitto")
         self.proc = None
         self.port = free_port()
         self.start()

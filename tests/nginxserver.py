@@ -6,37 +6,13 @@ request line, Range, status, bytes sent, request length)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-import pytest
+from conftest import free_port, need_program
 from mpota import release
-
-
-def binary() -> str | None:
-    return shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None
-    )
-
-
-def need() -> str:
-    """nginx's path; a test without it is skipped, except in CI (.ci/run installs it)."""
-    b = binary()
-    if not b:
-        if os.environ.get("CI"):
-            pytest.fail("nginx is not installed (apt-get install nginx: .ci/run does)")
-        pytest.skip("nginx is not installed (apt-get install nginx)")
-    return b
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Nginx:
@@ -45,9 +21,9 @@ class Nginx:
         self.prefix = Path(prefix)
         self.prefix.mkdir(parents=True, exist_ok=True)
         (self.prefix / "tmp").mkdir(exist_ok=True)
-        nginx = need()
+        nginx = need_program("nginx")
         for _ in range(5):  # a port taken between the choice and nginx's bind: another one
-            self.port = _free_port()
+            self.port = free_port()
             conf = self.prefix / "nginx.conf"
             conf.write_text(release.nginx_conf(self.root, self.port))
             self.errors = open(self.prefix / "error.log", "wb")

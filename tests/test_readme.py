@@ -18,12 +18,12 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from espsim import otadata
 from mpota import inspect
 
@@ -111,12 +111,6 @@ def test_blocks_not_run_here_name_what_exists(kind, body, line):
 
 
 # -- the runnable blocks, in order, twice ------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def alive(group: int, wait: float = 10) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nginxserver
 import pytest
-from conftest import Sim, image
+from conftest import Sim, free_port, image
 from mpota import cli, manifest, release, simdev
 
 NEW = image("v1.23.0", 200_016)
@@ -159,18 +159,12 @@ def test_nginx_serves_ranges_etags_304_and_keep_alive(work):
 # -- an S3-compatible bucket: moto's server (PyPI moto[server]), a real S3 HTTP API ------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def s3(tmp_path, monkeypatch):
     exe = shutil.which("moto_server", path=str(Path(sys.executable).parent))
     if not exe:
         pytest.skip("moto[server] is not installed (make setup installs it)")
-    port = _free_port()
+    port = free_port()
     for k, v in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",

@@ -13,7 +13,7 @@ import threading
 
 import netserver
 import pytest
-from conftest import ROOT, Sim, image
+from conftest import ROOT, Sim, free_port, image
 from mpota import fleet, inspect, simdev
 from mqttbroker import Mosquitto, Subscriber
 from test_network import NEW, update, write_manifest
@@ -304,7 +304,7 @@ class _Collect(http.server.BaseHTTPRequestHandler):
 
 
 def test_http_post_transport(sim, tmp_path, runtime):
-    port = netserver_free_port()
+    port = free_port()
     head = (
         "import ota.report\n"
         "r = ota.report.HTTP('http://127.0.0.1:%d/ota/report', headers={'X-Token': 'k'}, "
@@ -335,12 +335,6 @@ def test_http_post_transport(sim, tmp_path, runtime):
     finally:
         fake.close()
     assert "RESULT False" in out and [p["state"] for p in kept(sim)] == ["success"]
-
-
-def netserver_free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_fleet_update_reported_from_checking_to_success(sim, umqtt, broker, sub, tmp_path):
