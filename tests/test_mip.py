@@ -13,9 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_wire import Served, make_board, mpremote, ok
-
 from mpota import mipindex, serve, simdev
+from test_wire import Served, make_board, mpremote, ok
 
 ROOT = Path(__file__).resolve().parent.parent
 OTA = ROOT / "python" / "ota"
