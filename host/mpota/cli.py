@@ -809,8 +809,8 @@ def parser() -> argparse.ArgumentParser:
         "--no-ota",
         dest="ota",
         action="store_false",
-        help="leave this repository's ota package off the device's module path (a board "
-        "has it only once installed, e.g. into /lib with mpremote mip install)",
+        help="leave this repository's ota package off the device's module path (default: on "
+        "it); a board has it only once installed, e.g. into /lib with mpremote mip install",
     )
     s.set_defaults(fn=cmd_sim_run)
 
@@ -848,8 +848,8 @@ def parser() -> argparse.ArgumentParser:
         "--no-ota",
         dest="ota",
         action="store_false",
-        help="leave this repository's ota package off the board's module path (a board has it "
-        "only once installed, e.g. into /lib with mpremote mip install)",
+        help="leave this repository's ota package off the board's module path (default: on "
+        "it); a board has it only once installed, e.g. into /lib with mpremote mip install",
     )
     s.set_defaults(fn=cmd_sim_serial)
 
