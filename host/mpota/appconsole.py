@@ -365,7 +365,8 @@ class AppConsole:
 
     `fs_dir` (a directory) is the board's filesystem, mounted at / as the port mounts its
     littlefs; `runtime` one of RUNTIMES; `write(data)` receives every byte the board sends
-    (called from this object's threads and from feed(); it must not call feed()).
+    (called from this object's threads and from feed(); it must not call feed()); ota=False
+    leaves the repository's `ota` package off the board's path (simdev.device_path).
 
     boot(): reset the board and start its app (the bootloader's log first, unless
     `power_on=False`: then the bootloader is taken as run). feed(data): bytes from the host.
@@ -380,6 +381,7 @@ class AppConsole:
         heap: str = "2M",
         extra_path: list = (),
         hosts: str = "",
+        ota: bool = True,
     ):
         if runtime not in RUNTIMES:
             raise ValueError(
@@ -393,6 +395,7 @@ class AppConsole:
         self.heap = heap
         self.extra_path = list(extra_path)
         self.hosts = hosts
+        self.ota = ota
         self._write = write or (lambda data: None)
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
@@ -473,7 +476,7 @@ class AppConsole:
         cmd_r, cmd_w = os.pipe()
         ctl_r, ctl_w = os.pipe()
         code = f"import simboot\nimport simrepl\nsimrepl.main({str(self.fs)!r}, {cmd_r}, {ctl_w})"
-        env = simdev.env(self.flash, self.runtime, extra_path=self.extra_path)
+        env = simdev.env(self.flash, self.runtime, extra_path=self.extra_path, ota=self.ota)
         if self.hosts:
             env["ESPSIM_HOSTS"] = self.hosts
         try:

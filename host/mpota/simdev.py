@@ -56,15 +56,20 @@ def micropython_bin(runtime: str = "micropython") -> str:
     return found
 
 
-def device_path(runtime: str = "micropython", extra: list[str | Path] = ()) -> list[str]:
+def device_path(
+    runtime: str = "micropython", extra: list[str | Path] = (), ota: bool = True
+) -> list[str]:
     """Module search path of the simulated device: its own modules (and those of its
-    interpreter: mp/ for MicroPython, cp/ for CPython), espsim, the ota package."""
+    interpreter: mp/ for MicroPython, cp/ for CPython), espsim, the ota package (python/ of
+    this repository; ota=False leaves it out: a board that has `ota` only if it was installed,
+    e.g. into /lib with mip)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
     own = [MODULES / ("mp" if runtime.startswith("micropython") else "cp")]
     if runtime == "cpython-native":
         own.append(MODULES / "cpnative")
-    return [str(p) for p in (*extra, *own, MODULES, SIM_ROOT, DEVICE_PKG)]
+    pkg = [DEVICE_PKG] if ota else []
+    return [str(p) for p in (*extra, *own, MODULES, SIM_ROOT, *pkg)]
 
 
 def create(
@@ -154,14 +159,16 @@ def env(
     runtime: str = "micropython",
     cut_after: int | None = None,
     extra_path: list = (),
+    ota: bool = True,
 ) -> dict:
-    """Environment of a process that runs as the simulated device's firmware."""
+    """Environment of a process that runs as the simulated device's firmware (ota=False: the
+    repository's `ota` package is not on its path)."""
     e = dict(os.environ)
     e["ESPSIM_FLASH"] = str(Path(path).resolve())
     e.pop("ESPSIM_CUT_AFTER", None)
     if cut_after is not None:
         e["ESPSIM_CUT_AFTER"] = str(cut_after)
-    p = device_path(runtime, extra_path)
+    p = device_path(runtime, extra_path, ota)
     if runtime.startswith("micropython"):
         e["MICROPYPATH"] = os.pathsep.join(p + [".frozen"])
     else:
@@ -248,12 +255,14 @@ def play(
     cut_after: int | None = None,
     stdout=None,
     timeout: float | None = None,
+    ota: bool = True,
 ) -> int:
     """A board's life with `fs` (a directory) as its filesystem: run `script` (a file) or
     `code` on the running firmware, if given, else power the chip on; then, at every boot that
     follows a reset, run boot.py and main.py from fs, as the esp32 port does, until a boot ends
     without a reset (or `max_boots` boots have run). `cut_after` arms the power cut in the
-    first process only. Output goes to `stdout` (a file; None: this process's).
+    first process only. Output goes to `stdout` (a file; None: this process's). ota=False:
+    the repository's `ota` package is not on the board's path (device_path).
 
     Returns 0 when the last boot ended with main.py done, 1 when boot.py, main.py or the script
     raised, 3 when no app boots, 4 when max_boots was reached; a script's own exit status when
@@ -268,7 +277,7 @@ def play(
         out.flush()
 
     def proc(args: list[str], cut: int | None) -> int:
-        e = env(path, runtime, cut, extra_path)
+        e = env(path, runtime, cut, extra_path, ota)
         if hosts:
             e["ESPSIM_HOSTS"] = hosts
         out.flush()

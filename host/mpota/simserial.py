@@ -84,11 +84,19 @@ class App:
     output(data)        (given) put bytes on the line to the host
     """
 
-    def __init__(self, flash: str, output, runtime: str = "micropython", fs: str | None = None):
+    def __init__(
+        self,
+        flash: str,
+        output,
+        runtime: str = "micropython",
+        fs: str | None = None,
+        ota: bool = True,
+    ):
         self.flash = flash
         self.output = output
         self.runtime = runtime
         self.fs = fs
+        self.ota = ota
         self.running = None
 
     def on_boot(self, part, log) -> None:
@@ -105,12 +113,20 @@ class ReplApp(App):
     """MicroPython's REPL on the line while the app runs (mpota.appconsole.AppConsole): the
     board's bootloader has run and printed its log; the app starts without running it again.
     The board's filesystem is `fs`, made with the port's boot.py if missing (default: the
-    folder FLASH.fs beside the flash file)."""
+    folder FLASH.fs beside the flash file). ota=False: the repository's `ota` package is not
+    on the board's module path, as on a board where it was not installed."""
 
-    def __init__(self, flash: str, output, runtime: str = "micropython", fs: str | None = None):
+    def __init__(
+        self,
+        flash: str,
+        output,
+        runtime: str = "micropython",
+        fs: str | None = None,
+        ota: bool = True,
+    ):
         from . import appconsole, simdev
 
-        super().__init__(flash, output, runtime, fs)
+        super().__init__(flash, output, runtime, fs, ota)
         if runtime not in appconsole.RUNTIMES:
             raise ValueError(
                 f"the REPL on the line runs under {' or '.join(appconsole.RUNTIMES)}, "
@@ -118,7 +134,7 @@ class ReplApp(App):
             )
         self.fs = fs or flash + ".fs"
         simdev.seed_fs(self.fs)
-        self.con = appconsole.AppConsole(flash, self.fs, runtime=runtime, write=output)
+        self.con = appconsole.AppConsole(flash, self.fs, runtime=runtime, write=output, ota=ota)
 
     def on_boot(self, part, log) -> None:
         super().on_boot(part, log)
@@ -417,10 +433,12 @@ def serve(
     fs: str | None = None,
     app=None,
     out=None,
+    ota: bool = True,
 ) -> int:
     """`mpota sim serial`: the URL first (a line of its own, flushed), then what the board does.
     app: the App class (default ReplApp: MicroPython's REPL), called as app(flash, output,
-    runtime=..., fs=...)."""
+    runtime=..., fs=..., ota=...). ota=False: the repository's `ota` package is not on the
+    board's module path (`mpota sim serial --no-ota`)."""
     out = out or sys.stdout
     app_class = app or ReplApp
 
@@ -429,7 +447,7 @@ def serve(
         out.flush()
 
     board = Board(
-        flash, usb=usb, app=lambda f, o: app_class(f, o, runtime=runtime, fs=fs), say=say
+        flash, usb=usb, app=lambda f, o: app_class(f, o, runtime=runtime, fs=fs, ota=ota), say=say
     )
     server = Server(board, port)
     out.write(server.url + "\n")
