@@ -45,6 +45,7 @@ bench: setup native
 	$(BIN)/python bench/flashtime.py --chart build/bench/flashtime.png
 	$(BIN)/python bench/cpu.py
 	$(BIN)/python bench/delta.py --chart build/bench/delta.png
+	$(BIN)/python bench/fleet.py --chart build/bench/fleet.png
 	$(BIN)/python bench/tables.py
 
 # A power cut at every flash operation of an update, for each backend; tables into README.md.
