@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 from bench import flashtime, netcut, tables  # noqa: E402
 
 NAMES = {
+    "fleet",
     "flashtime",
     "flashtime-e2e",
     "cpu",
