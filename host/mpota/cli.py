@@ -94,24 +94,22 @@ def _flash_size(s: str) -> int:
     return n
 
 
-def _positive(s: str) -> int:
+def _whole(s: str, least: int) -> int:
     try:
         n = int(s)
     except ValueError:
         raise ValueError(f"not a whole number: {s!r}") from None
-    if n < 1:
-        raise ValueError(f"{s}: must be at least 1")
+    if n < least:
+        raise ValueError(f"{s}: must be at least 1" if least else f"{s}: must be 0 or more")
     return n
+
+
+def _positive(s: str) -> int:
+    return _whole(s, 1)
 
 
 def _natural(s: str) -> int:
-    try:
-        n = int(s)
-    except ValueError:
-        raise ValueError(f"not a whole number: {s!r}") from None
-    if n < 0:
-        raise ValueError(f"{s}: must be 0 or more")
-    return n
+    return _whole(s, 0)
 
 
 def _port(s: str) -> int:
