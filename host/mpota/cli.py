@@ -17,6 +17,7 @@ mpota inspect FILE                an image, partition table, firmware.bin or fla
 mpota push IMAGE --port PORT      update a board over USB serial (mpremote)
 mpota mip-index OUTDIR            the `ota` package as a mip index (mpremote mip install --index)
 mpota convert FIRMWARE -o OUT     a stock MicroPython .bin made OTA-capable (two app slots)
+mpota convert --port URL          the same for a live board over USB, its files kept
 mpota release publish IMAGE DIR   a channel's release on a static host (or s3://BUCKET), staged
 mpota fleet watch|table|halt|...  the fleet's reports over MQTT, automatic halt, pause/resume
 """
@@ -592,6 +593,10 @@ def cmd_push(a) -> int:
 def cmd_convert(a) -> int:
     from . import convert
 
+    if a.port:
+        return _convert_live(a)
+    if not a.firmware or not a.output:
+        raise Bad("needs FIRMWARE and -o OUT (a file), or --port URL (a live board)")
     try:
         data = Path(a.firmware).read_bytes()
         bl = Path(a.bootloader).read_bytes() if a.bootloader else None
@@ -609,6 +614,31 @@ def cmd_convert(a) -> int:
         f"write-flash 0x{r.offset:x} {a.output}"
     )
     return 0
+
+
+def _convert_live(a) -> int:
+    from . import convert, liveconvert
+
+    if a.firmware or a.output or a.chip or a.flash_size or a.bootloader or a.csv:
+        raise Bad("--port converts the board itself: no FIRMWARE, -o, --chip, --flash-size, "
+                  "--bootloader or --csv with it")  # fmt: skip
+
+    def ask(q: str) -> bool:
+        try:
+            return input(q).strip().lower() in ("y", "yes")
+        except EOFError:
+            return False
+
+    try:
+        return liveconvert.run(
+            a.port, a.backup, a.yes, a.slot_size, lambda m: print(m, flush=True), ask
+        )
+    except convert.ConvertError as e:
+        print(f"mpota convert: {a.port}: {e}", file=sys.stderr)
+        return 2
+    except liveconvert.LiveError as e:
+        print(f"mpota convert: {e}; run the same command again to finish", file=sys.stderr)
+        return 1
 
 
 def _message(e: BaseException) -> str:
@@ -975,8 +1005,21 @@ def parser() -> argparse.ArgumentParser:
         "first 8 KB: the board starts a fresh filesystem at its first boot (copy your files "
         "off first).",
     )
-    s.add_argument("firmware", help="the stock .bin (merged) or .app-bin (app only)")
-    s.add_argument("-o", "--output", required=True, help="the OTA-capable image to write")
+    s.add_argument("firmware", nargs="?", help="the stock .bin (merged) or .app-bin (app only)")
+    s.add_argument("-o", "--output", help="the OTA-capable image to write")
+    s.add_argument(
+        "--port",
+        metavar="URL",
+        help="convert the board on this serial port (/dev/ttyUSB0, rfc2217://...) with "
+        "esptool, its files backed up on the PC and put back in the new filesystem",
+    )
+    s.add_argument(
+        "--backup",
+        metavar="DIR",
+        help="with --port: the backup and journal (default convert-MAC in this folder); the "
+        "same command with the same DIR finishes a conversion that was cut",
+    )
+    s.add_argument("--yes", action="store_true", help="with --port: do not ask before writing")
     s.add_argument("--chip", choices=sorted(images.IMAGE_CLASSES), help="needed for an .app-bin")
     s.add_argument(
         "--flash-size",

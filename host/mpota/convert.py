@@ -188,6 +188,70 @@ def make_csv(slot: int, fs: tuple[str, str, int, int] | None) -> str:
     return "\n".join(rows) + "\n"
 
 
+def layout(
+    chip: str,
+    app_len: int,
+    phys: int,
+    fs_entry: tuple | None,
+    slot: int | None = None,
+    phys_given: bool = True,
+) -> Result:
+    """The OTA layout for an app of `app_len` bytes on `phys` bytes of flash: slot size (the
+    rule of this module's docstring, or `slot`), the filesystem after the slots (a row named
+    by `fs_entry` = (name, subtype, _), or none: the region v1.26+ registers at boot), the CSV
+    and the binary table. `phys_given`: phys is the board's (else the bootloader header's).
+    Raises ConvertError naming the numbers when the app does not fit or no room is left."""
+    flash_size = phys if phys_given else None
+    lines = []
+    if slot is None:
+        slot = slot_size(chip, app_len)
+        rule = f"max(app {app_len}, stock {STOCK_APP.get(chip, 0)}) + 64 KB, rounded up to 64 KB"
+    else:
+        rule = "--slot-size"
+        if slot % ALIGN:
+            raise ConvertError(f"--slot-size 0x{slot:x} is not a multiple of 64 KB (0x10000)")
+    if app_len > slot:
+        raise ConvertError(
+            f"the app ({app_len} bytes, 0x{app_len:x}) does not fit a slot of {slot} bytes "
+            f"(0x{slot:x})"
+        )
+    fs_start = APP_AT + 2 * slot
+    if fs_start + MIN_FS > phys:
+        raise ConvertError(
+            f"no room for a filesystem: two slots of 0x{slot:x} ({rule}) end at "
+            f"0x{fs_start:x}, and {_mb(phys)} of flash"
+            + ("" if flash_size else " (the bootloader header's)")
+            + f" leaves {max(0, phys - fs_start)} bytes, less than {MIN_FS} (16 blocks of 4 KB)"
+            + ("" if rule == "--slot-size" else "; a smaller --slot-size leaves more")
+            + ("" if flash_size else "; give --flash-size if the board has more")
+        )
+    fs = None
+    if fs_entry:
+        fs = (fs_entry[0], fs_entry[1], fs_start, phys - fs_start)
+    csv = make_csv(slot, fs)
+    table = PartitionTable.from_csv(csv)
+    try:
+        table.verify(partition_table_offset=TABLE_AT)
+    except InputError as e:  # pragma: no cover - the layout above is valid by construction
+        raise ConvertError(f"the new table: {e}") from None
+    table_bin = table.to_binary()
+    end = table.flash_size()
+    lines.append(
+        f"slots: ota_0 0x{APP_AT:x} and ota_1 0x{APP_AT + slot:x}, 0x{slot:x} bytes each "
+        f"({rule}); the app is {app_len} bytes"
+    )
+    lines.append(
+        f"filesystem: vfs row 0x{fs_start:x}-0x{end:x} ({(end - fs_start) // 1024} KB)"
+        if fs
+        else f"filesystem: no row (MicroPython v1.26+ registers 'vfs' at boot from 0x{fs_start:x}"
+        f" to the end of flash: {(phys - fs_start) // 1024} KB on {_mb(phys)})"
+    )
+
+    return Result(
+        slot=slot, fs_start=fs_start, csv=csv, table=table_bin, end=end, lines=lines, fs=fs
+    )
+
+
 def convert(
     data: bytes,
     chip: str | None = None,
@@ -299,50 +363,9 @@ def convert(
     if old_app_room is not None and app_len > old_app_room:
         raise ConvertError(f"the app ({app_len} bytes) overflows its factory partition")
 
-    phys = flash_size or header
-    if slot is None:
-        slot = slot_size(chip, app_len)
-        rule = f"max(app {app_len}, stock {STOCK_APP.get(chip, 0)}) + 64 KB, rounded up to 64 KB"
-    else:
-        rule = "--slot-size"
-        if slot % ALIGN:
-            raise ConvertError(f"--slot-size 0x{slot:x} is not a multiple of 64 KB (0x10000)")
-    if app_len > slot:
-        raise ConvertError(
-            f"the app ({app_len} bytes, 0x{app_len:x}) does not fit a slot of {slot} bytes "
-            f"(0x{slot:x})"
-        )
-    fs_start = APP_AT + 2 * slot
-    if fs_start + MIN_FS > phys:
-        raise ConvertError(
-            f"no room for a filesystem: two slots of 0x{slot:x} ({rule}) end at "
-            f"0x{fs_start:x}, and {_mb(phys)} of flash"
-            + ("" if flash_size else " (the bootloader header's)")
-            + f" leaves {max(0, phys - fs_start)} bytes, less than {MIN_FS} (16 blocks of 4 KB)"
-            + ("" if rule == "--slot-size" else "; a smaller --slot-size leaves more")
-            + ("" if flash_size else "; give --flash-size if the board has more")
-        )
-    fs = None
-    if fs_entry:
-        fs = (fs_entry[0], fs_entry[1], fs_start, phys - fs_start)
-    csv = make_csv(slot, fs)
-    table = PartitionTable.from_csv(csv)
-    try:
-        table.verify(partition_table_offset=TABLE_AT)
-    except InputError as e:  # pragma: no cover - the layout above is valid by construction
-        raise ConvertError(f"the new table: {e}") from None
-    table_bin = table.to_binary()
-    end = table.flash_size()
-    lines.append(
-        f"slots: ota_0 0x{APP_AT:x} and ota_1 0x{APP_AT + slot:x}, 0x{slot:x} bytes each "
-        f"({rule}); the app is {app_len} bytes"
-    )
-    lines.append(
-        f"filesystem: vfs row 0x{fs_start:x}-0x{end:x} ({(end - fs_start) // 1024} KB)"
-        if fs
-        else f"filesystem: no row (MicroPython v1.26+ registers 'vfs' at boot from 0x{fs_start:x}"
-        f" to the end of flash: {(phys - fs_start) // 1024} KB on {_mb(phys)})"
-    )
+    lay = layout(chip, app_len, flash_size or header, fs_entry, slot, flash_size is not None)
+    lines += lay.lines
+    slot, fs_start, csv, table_bin, end = lay.slot, lay.fs_start, lay.csv, lay.table, lay.end
 
     if bootloader is not None:
         if end > header:  # only with --flash-size: without, the table ends within the header

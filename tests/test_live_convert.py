@@ -1,0 +1,277 @@
+"""mpota convert --port: a live stock board (served by `mpota sim serial`) made OTA-capable over
+the wire with esptool, its littlefs files backed up on the PC and put back, names, bytes and
+mtime; and, with the line cut (cable pulled, power gone) at esptool commands, the same command
+run again finishes the job: no board left unbootable, no file lost."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import littlefs
+import pytest
+from cutproxy import CutProxy
+from esp_idf_defs import PartitionTable
+from espsim import chips
+from mpota import liveconvert, simdev
+from test_convert import STOCK_4MIB, STOCK_4MIBPLUS, STOCK_8MIB, stock_bin, write_flash
+from test_wire import Served
+
+MB = 1 << 20
+T = 1_700_000_000_123_456_789  # ns since 1970: a file's mtime attribute
+
+# chip, stock table, physical flash, app version and size, the stock filesystem region
+BOARDS = {
+    "esp32": (STOCK_4MIB, 4 * MB, "v1.24.0", 1_672_800, (0x200000, 0x200000)),
+    "esp32s3": (STOCK_8MIB, 8 * MB, "v1.24.0", 1_650_000, (0x200000, 0x600000)),
+    "esp32c3": (STOCK_4MIBPLUS, 4 * MB, "v1.28.0", 1_660_000, (0x200000, 0x200000)),
+    "esp32c6": (STOCK_4MIBPLUS, 4 * MB, "v1.28.0", 1_860_000, (0x200000, 0x200000)),
+}
+
+
+def board_files() -> dict[str, tuple[bytes, int | None]]:
+    rnd = random.Random(7)
+    return {
+        "/boot.py": (b"# This file is executed on every boot\n", T),
+        "/main.py": (b"import app\napp.run()\n", T + 10**9),
+        "/lib/app/__init__.py": (b"def run():\n    pass\n" * 30, T + 2 * 10**9),
+        "/data/log.bin": (rnd.randbytes(50_000), T + 3 * 10**9),
+        "/config.json": (b'{"ssid": "home"}', None),  # written by a tool that set no mtime
+    }
+
+
+_made: dict[str, tuple[bytes, bytes]] = {}
+
+
+def make_board(d: Path, chip: str) -> Path:
+    """A stock board as the user holds it: the merged .bin written at the bootloader offset,
+    and a littlefs (MicroPython's geometry) holding files, in the stock filesystem region.
+    (Made once per chip, copied after; its MAC comes from its path.)"""
+    flash = d / "board.bin"
+    if chip in _made:
+        flash.write_bytes(_made[chip][0])
+        Path(f"{flash}.state").write_bytes(_made[chip][1])
+        _temp_fs(flash)
+        return flash
+    csv, physical, version, size, (fs_at, fs_size) = BOARDS[chip]
+    header = physical if chip == "esp32s3" else 4 * MB  # S3 up to v1.25: 8MiB table, 8 MB
+    stock, _ = stock_bin(chip, csv, version, size, header)
+    write_flash(flash, stock, chips.get(chip).bootloader_offset, chip, physical)
+    fs = littlefs.LittleFS(
+        block_count=fs_size // 4096, disk_version=liveconvert.LFS_DISK_VERSION,
+        **liveconvert.LFS_GEOMETRY,
+    )  # fmt: skip
+    for path, (data, mtime) in board_files().items():
+        parent = path.rsplit("/", 1)[0]
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        with fs.open(path, "wb") as f:
+            f.write(data)
+        if mtime is not None:
+            fs.setattr(path, liveconvert.MTIME, mtime.to_bytes(8, "little"))
+    b = bytearray(flash.read_bytes())
+    b[fs_at : fs_at + fs_size] = fs.context.buffer
+    flash.write_bytes(b)
+    _made[chip] = (bytes(b), Path(f"{flash}.state").read_bytes())
+    _temp_fs(flash)
+    return flash
+
+
+def _temp_fs(flash):
+    for path, (data, _) in board_files().items():  # TEMP until the sim's fs is the flash's
+        Path(f"{flash}.fs{path}").parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{flash}.fs{path}").write_bytes(data)
+
+
+def files_on_flash(flash: Path) -> dict:
+    """The files of the filesystem the converted board mounts, read from its flash file."""
+    data = flash.read_bytes()
+    table = PartitionTable.from_binary(data[0x8000:0x8C00])
+    row = next((p for p in table if p.name == "vfs"), None)
+    start = row.offset if row else table.flash_size()
+    end = row.offset + row.size if row else len(data)
+    ctx = littlefs.UserContext(buffer=bytearray(data[start:end]))
+    fs = littlefs.LittleFS(ctx, mount=False, block_count=(end - start) // 4096,
+                           **liveconvert.LFS_GEOMETRY)  # fmt: skip
+    fs.mount()
+    out = {}
+    for top, _, names in fs.walk("/"):
+        for n in names:
+            p = ("/" + top.strip("/") + "/" + n).replace("//", "/")
+            with fs.open(p, "rb") as f:
+                body = f.read()
+            try:
+                mtime = int.from_bytes(fs.getattr(p, liveconvert.MTIME), "little")
+            except littlefs.errors.LittleFSError:
+                mtime = None
+            out[p] = (body, mtime)
+    return out
+
+
+def convert(url: str, backup: Path, cwd: Path, timeout: float = 120):
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mpota",
+            "convert",
+            "--port",
+            url,
+            "--yes",
+            "--backup",
+            str(backup),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def assert_converted(flash: Path, chip: str) -> None:
+    """Boots ota_0 and holds every file, bytes and mtime."""
+    log = simdev.power_on(flash)
+    assert log[-1] == "running 'ota_0' at 0x10000", log
+    table = {p.name: p for p in PartitionTable.from_binary(flash.read_bytes()[0x8000:0x8C00])}
+    assert {"otadata", "ota_0", "ota_1"} <= set(table)
+    assert files_on_flash(flash) == board_files()
+
+
+@pytest.mark.parametrize("chip", list(BOARDS))
+def test_a_live_board_converted_keeps_its_files(tmp_path, chip):
+    flash = make_board(tmp_path, chip)
+    before = flash.read_bytes()
+    board = Served(flash)
+    try:
+        r = convert(board.url, tmp_path / "backup", tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "lost: nvs (0x9000-0xF000) is erased" in r.stdout
+        # The board's own app listed them back over the REPL, and they matched the backup.
+        assert "done: " in r.stdout and "match the backup" in r.stdout
+        for path, (data, _) in board_files().items():
+            assert f"  {path}  {len(data)} bytes" in r.stdout
+            assert (tmp_path / "backup" / "files" / path.lstrip("/")).read_bytes() == data
+        again = convert(board.url, tmp_path / "backup", tmp_path)
+        assert again.returncode == 0 and "already converted" in again.stdout, again.stderr
+    finally:
+        board.stop()
+    after = flash.read_bytes()
+    app_at = 0x10000
+    assert after[app_at : app_at + BOARDS[chip][3]] == before[app_at : app_at + BOARDS[chip][3]]
+    assert_converted(flash, chip)
+
+
+def test_nothing_is_written_without_a_yes(tmp_path):
+    flash = make_board(tmp_path, "esp32")
+    before = flash.read_bytes()
+    board = Served(flash)
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "mpota", "convert", "--port", board.url, "--backup",
+             str(tmp_path / "b")],  # fmt: skip
+            input="n\n", capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+    finally:
+        board.stop()
+    assert r.returncode == 1 and "nothing written" in r.stdout, r.stdout + r.stderr
+    assert flash.read_bytes() == before
+    assert (tmp_path / "b" / "files" / "data" / "log.bin").exists()  # the backup is made
+
+
+def test_another_boards_journal_is_refused(tmp_path):
+    (tmp_path / "a").mkdir()
+    a = make_board(tmp_path / "a", "esp32")
+    board = Served(a)
+    try:
+        r = convert(board.url, tmp_path / "b", tmp_path)
+        assert r.returncode == 0, r.stderr
+    finally:
+        board.stop()
+    j = (tmp_path / "b" / "journal.json").read_text()
+    (tmp_path / "b" / "journal.json").write_text(j.replace('"done"', '"planned"'))
+    (tmp_path / "c").mkdir()
+    other = make_board(tmp_path / "c", "esp32")  # its MAC comes from its path: another
+    before = other.read_bytes()
+    board = Served(other)
+    try:
+        r = convert(board.url, tmp_path / "b", tmp_path)
+    finally:
+        board.stop()
+    assert r.returncode == 2 and "the journal of board 24:0a:c4" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1
+    assert other.read_bytes() == before
+
+
+def count_commands(tmp_path: Path) -> tuple[int, int]:
+    """esptool's commands (SLIP frames, the stub's read acknowledgements included) in a whole
+    conversion, and the number of the first that writes (ERASE_REGION or FLASH_DEFL_BEGIN)."""
+    d = tmp_path / "count"
+    d.mkdir()
+    flash = make_board(d, "esp32")
+    board = Served(flash)
+    proxy = CutProxy(int(board.url.rsplit(":", 1)[1]))
+    try:
+        r = convert(proxy.url, d / "backup", d)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        proxy.close()
+        board.stop()
+    ops = proxy.slips[0].ops
+    return proxy.commands, 1 + next(
+        i for i, (op, n) in enumerate(ops) if op in (0xD1, 0x10) and n >= 8
+    )
+
+
+def cut_points(n: int, first_write: int) -> list[tuple[int, str]]:
+    """(command, cable or power). MPOTA_ALL_CUTS=1: every command, both ways (slow, ~30 min).
+    Else one command while reading (the board not written yet) and ten from the first write
+    on (the erase, the writes' begin, data and end, the first MD5), cable and power in turn."""
+    if os.environ.get("MPOTA_ALL_CUTS") == "1":
+        return [(k, m) for m in ("cable", "power") for k in range(1, n + 1)]
+    ks = [first_write // 2, *range(first_write, first_write + 10)]
+    return [(k, ("cable", "power")[i % 2]) for i, k in enumerate(ks)]
+
+
+def test_a_cut_at_any_command_and_the_same_command_finishes(tmp_path):
+    n, first_write = count_commands(tmp_path)
+    points = cut_points(n, first_write)
+    print(f"{n} esptool commands in a conversion, the first write is #{first_write}: {points}")
+    assert n > 20 and n - first_write >= 8  # erase, two writes (begin, data, end), three MD5s
+    unbootable = lost = 0
+    for k, mode in points:
+        d = tmp_path / f"{mode}{k}"
+        d.mkdir()
+        flash = make_board(d, "esp32")
+        board = Served(flash)
+        killed = []
+
+        def power(board=board, killed=killed):
+            os.killpg(board.p.pid, signal.SIGKILL)
+            killed.append(True)
+
+        proxy = CutProxy(int(board.url.rsplit(":", 1)[1]), k, mode, power)
+        said = []
+        try:
+            with pytest.raises(liveconvert.LiveError) as cut:
+                liveconvert.run(proxy.url, str(d / "backup"), True, None, said.append, None)
+        finally:
+            proxy.close()
+        assert "\n" not in str(cut.value)
+        if killed:
+            board.p.wait(timeout=10)
+            board = Served(flash)  # the power is back
+        try:
+            again = convert(board.url, d / "backup", d)
+            assert again.returncode == 0, (mode, k, again.stdout + again.stderr)
+        finally:
+            board.stop()
+        if simdev.power_on(flash)[-1] != "running 'ota_0' at 0x10000":
+            unbootable += 1
+        if files_on_flash(flash) != board_files():
+            lost += 1
+        assert_converted(flash, "esp32")
+    print(f"cuts: {len(points)}, boards left unbootable: {unbootable}, with files lost: {lost}")
