@@ -198,6 +198,11 @@ BAD = [
     (["convert", "random.bin", "-o", "x.bin"], ["random.bin"]),
     (["convert", "good.bin", "-o", "x.bin", "--flash-size", "banana"], ["--flash-size", "banana"]),
     (["convert", "good.bin", "-o", "x.bin", "--chip", "esp32"], ["--flash-size"]),
+    (["convert"], ["FIRMWARE", "--port"]),
+    (["convert", "good.bin"], ["-o"]),
+    (["convert", "good.bin", "--port", "rfc2217://127.0.0.1:1"], ["--port", "FIRMWARE"]),
+    (["convert", "--port", "rfc2217://127.0.0.1:1"], ["rfc2217://127.0.0.1:1", "open"]),
+    (["convert", "--port", "/nonexistent/tty"], ["/nonexistent/tty"]),
     # no command, unknown command
     ([], ["cmd"]),
     (["frobnicate"], ["frobnicate"]),
