@@ -422,8 +422,9 @@ def table(runs: dict[str, Run]) -> str:
     for r in bad:
         lines += [
             "",
-            f"{r.name}: halted by `mpota fleet watch` ({r.why}); after the halt "
-            f'{r.halted_polls()} polls decided "halted" and {r.after_halt()} started the '
+            f"{r.name}: {sum(1 for d in r.devs if d.rolled)} devices rolled back and their old "
+            f"firmware reported rolled_back; halted by `mpota fleet watch` ({r.why}); after the "
+            f'halt {r.halted_polls()} polls decided "halted" and {r.after_halt()} started the '
             "release. Time to halt: from the first device's poll that started the release to "
             "the halted manifest written.",
         ]
