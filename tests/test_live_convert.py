@@ -206,9 +206,11 @@ def test_another_boards_journal_is_refused(tmp_path):
     assert other.read_bytes() == before
 
 
-def count_commands(tmp_path: Path) -> tuple[int, int]:
-    """esptool's commands (SLIP frames, the stub's read acknowledgements included) in a whole
-    conversion, and the number of the first that writes (ERASE_REGION or FLASH_DEFL_BEGIN)."""
+def count_commands(tmp_path: Path) -> tuple[int, list[int]]:
+    """esptool's frames in a whole conversion (commands and the stub's read acknowledgements),
+    and the numbers of the CI's cuts: one while reading (nothing written yet), then the erase,
+    the filesystem's FLASH_DEFL_BEGIN and a middle block, the table's begin and its block, the
+    first MD5."""
     d = tmp_path / "count"
     d.mkdir()
     flash = make_board(d, "esp32")
@@ -220,27 +222,29 @@ def count_commands(tmp_path: Path) -> tuple[int, int]:
     finally:
         proxy.close()
         board.stop()
-    ops = proxy.slips[0].ops
-    return proxy.commands, 1 + next(
-        i for i, (op, n) in enumerate(ops) if op in (0xD1, 0x10) and n >= 8
-    )
+    cmds = [(i + 1, op) for i, (op, n) in enumerate(proxy.slips[0].ops) if n >= 8]
+    erase = next(k for k, op in cmds if op == 0xD1)
+    begins = [k for k, op in cmds if op == 0x10]
+    fs_data = [k for k, op in cmds if op == 0x11 and begins[0] < k < begins[1]]
+    table_data = next(k for k, op in cmds if op == 0x11 and k > begins[1])
+    md5 = next(k for k, op in cmds if op == 0x13)
+    sample = [erase // 2, erase, begins[0], fs_data[len(fs_data) // 2], begins[1], table_data, md5]
+    return proxy.commands, sample
 
 
-def cut_points(n: int, first_write: int) -> list[tuple[int, str]]:
-    """(command, cable or power). MPOTA_ALL_CUTS=1: every command, both ways (slow, ~30 min).
-    Else one command while reading (the board not written yet) and ten from the first write
-    on (the erase, the writes' begin, data and end, the first MD5), cable and power in turn."""
+def cut_points(n: int, sample: list[int]) -> list[tuple[int, str]]:
+    """(frame number, cable or power). MPOTA_ALL_CUTS=1: every frame, both ways (slow, ~30
+    min); else the sample, cable and power in turn."""
     if os.environ.get("MPOTA_ALL_CUTS") == "1":
         return [(k, m) for m in ("cable", "power") for k in range(1, n + 1)]
-    ks = [first_write // 2, *range(first_write, first_write + 10)]
-    return [(k, ("cable", "power")[i % 2]) for i, k in enumerate(ks)]
+    return [(k, ("cable", "power")[i % 2]) for i, k in enumerate(sample)]
 
 
 def test_a_cut_at_any_command_and_the_same_command_finishes(tmp_path):
-    n, first_write = count_commands(tmp_path)
-    points = cut_points(n, first_write)
-    print(f"{n} esptool commands in a conversion, the first write is #{first_write}: {points}")
-    assert n > 20 and n - first_write >= 8  # erase, two writes (begin, data, end), three MD5s
+    n, sample = count_commands(tmp_path)
+    points = cut_points(n, sample)
+    print(f"{n} esptool frames in a conversion; cuts: {points}")
+    assert n > 20 and sample == sorted(set(sample))
     unbootable = lost = 0
     for k, mode in points:
         d = tmp_path / f"{mode}{k}"
