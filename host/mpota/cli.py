@@ -1016,8 +1016,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--backup",
         metavar="DIR",
-        help="with --port: the backup and journal (default convert-MAC in this folder); the "
-        "same command with the same DIR finishes a conversion that was cut",
+        help="with --port: the backup and journal (default ~/.mpota/convert/MAC); the same "
+        "command with the same DIR finishes a conversion that was cut",
     )
     s.add_argument("--yes", action="store_true", help="with --port: do not ask before writing")
     s.add_argument("--chip", choices=sorted(images.IMAGE_CLASSES), help="needed for an .app-bin")

@@ -556,6 +556,11 @@ def check_listing(rows: list[tuple], j: dict) -> list[str]:
 # -- the command --------------------------------------------------------------------------------
 
 
+def default_backup(mac: str) -> Path:
+    """~/.mpota/convert/MAC: found again whatever folder the command is run from."""
+    return Path.home() / ".mpota" / "convert" / mac.replace(":", "")
+
+
 def run(url: str, backup: str | None, yes: bool, slot: int | None, say, ask) -> int:
     """`mpota convert --port URL`. Returns the exit status; raises ConvertError (bad input:
     nothing written) or LiveError (the line or the board: run again)."""
@@ -564,7 +569,7 @@ def run(url: str, backup: str | None, yes: bool, slot: int | None, say, ask) -> 
     board.connect()
     try:
         mac = board.mac
-        jdir = Path(backup) if backup else Path(f"convert-{mac.replace(':', '')}")
+        jdir = Path(backup) if backup else default_backup(mac)
         j = load_journal(jdir)
         if j is not None and j["mac"] != mac:
             raise ConvertError(f"{jdir}: the journal of board {j['mac']}, not of this one ({mac})")
