@@ -87,6 +87,10 @@ class Device:
         # The app reads the table once at start-up (esp_partition_find's cached list).
         buf = self.flash.read(parttable.OFFSET, parttable.MAX_LEN)
         self.parts = parttable.parse(buf, self.flash.size)
+        # MicroPython v1.26+ registers a "vfs" past the table when the table has none (main.c)
+        fs = parttable.fs_region(self.parts, self.flash.size)
+        if fs is not None and fs not in self.parts:
+            self.parts.append(fs)
 
     def running(self):
         for p in self.parts:
