@@ -212,29 +212,58 @@ def _host_tree(root: Path) -> tuple[list[str], dict[str, Path]]:
     return dirs, files
 
 
-def mirror_in(flash: str | Path, fs_dir: str | Path) -> int:
+def snapshot(fs_dir: str | Path) -> dict[str, tuple[int, int]]:
+    """{"/path": (size, mtime_ns)} of the files of the directory `fs_dir`."""
+    root = Path(fs_dir)
+    out = {}
+    for p, f in _host_tree(root)[1].items():
+        st = f.stat()
+        out[p] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def mirror_in(
+    flash: str | Path, fs_dir: str | Path, since: dict | None = None
+) -> dict[str, tuple[int, int]]:
     """Put the directory `fs_dir` into the board's filesystem: its files (bytes, and mtime
     when written) and directories; what the filesystem has beyond them is removed. A blank
-    region is formatted first. Returns the number of files written or removed."""
-    dirs, paths = _host_tree(Path(fs_dir))
+    region is formatted first (left blank when fs_dir is empty: the port formats it).
+    since (a snapshot() of fs_dir taken when it last matched the board): only the files changed
+    or removed on the PC since then are written or removed. Returns fs_dir's snapshot()."""
+    root = Path(fs_dir)
+    dirs, paths = _host_tree(root)
+    snap = snapshot(root)
+    if since is not None:
+        changed = [p for p in paths if since.get(p) != snap[p]]
+        gone = [p for p in since if p not in snap]
+        if changed or gone:
+            with Board(flash, write=True, format=True) as b:
+                have = set(b.walk()[1])
+                for p in gone:
+                    if p in have:
+                        b.remove(p)
+                for p in changed:
+                    b.write(p, paths[p].read_bytes(), snap[p][1])
+        return snap
+    if not paths and not dirs and state(flash) == "blank":
+        return snap  # left for the port's first boot (inisetup.setup())
     files = {p: (f.read_bytes(), f.stat().st_mtime_ns) for p, f in paths.items()}
-    return write_files(flash, files, dirs)
+    write_files(flash, files, dirs)
+    return snap
 
 
-def mirror_out(flash: str | Path, fs_dir: str | Path) -> int:
+def mirror_out(flash: str | Path, fs_dir: str | Path) -> dict[str, tuple[int, int]]:
     """Copy the board's filesystem into the directory `fs_dir` (created if missing): files
     that differ are written (their mtime set to the board's), files and directories the board
-    does not have are removed. Returns the number of files written or removed."""
+    does not have are removed. Returns fs_dir's snapshot()."""
     root = Path(fs_dir)
     with Board(flash) as b:
         bdirs, bfiles = b.walk()
         root.mkdir(parents=True, exist_ok=True)
         hdirs, hpaths = _host_tree(root)
-        n = 0
         for p, f in hpaths.items():
             if p not in bfiles:
                 f.unlink()
-                n += 1
         for d in sorted(hdirs, reverse=True):
             if d not in bdirs:
                 (root / d.lstrip("/")).rmdir()
@@ -248,5 +277,4 @@ def mirror_out(flash: str | Path, fs_dir: str | Path) -> int:
             f.write_bytes(data)
             if mtime is not None:
                 os.utime(f, ns=(mtime, mtime))
-            n += 1
-    return n
+    return snapshot(root)
