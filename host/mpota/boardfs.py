@@ -38,17 +38,22 @@ class NoFilesystem(Exception):
 
 
 def fs_region(flash: str | Path) -> tuple[int, int]:
-    """(address, size) of the board's filesystem partition in the flash file `flash`."""
-    with open(flash, "rb") as f:
-        table = f.read(parttable.OFFSET + parttable.MAX_LEN)[parttable.OFFSET :]
-        size = f.seek(0, 2)
+    """(address, size) of the board's filesystem partition in the flash file `flash`: the
+    partition flashbdev finds on the board (espsim.device: v1.26's registered one included)."""
+    from espsim import device
+
     try:
-        parts = parttable.parse(table, size)
+        dev = device.Device(str(flash))
     except ValueError as e:
         raise NoFilesystem(f"{flash}: no valid partition table ({e})") from None
-    p = parttable.fs_region(parts, size)
+    try:
+        p = dev.find_first(parttable.TYPE_DATA, label="vfs") or dev.find_first(
+            parttable.TYPE_DATA, label="ffat"
+        )
+    finally:
+        dev.close()
     if p is None:
-        raise NoFilesystem(f"{flash}: no filesystem partition and no room after the table")
+        raise NoFilesystem(f"{flash}: no filesystem partition (and no room after the table)")
     if p.label == "ffat":
         raise NoFilesystem(f"{flash}: the filesystem partition is 'ffat' (FAT), not littlefs")
     return p.address, p.size // BLOCK * BLOCK

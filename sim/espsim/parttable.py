@@ -103,8 +103,8 @@ def fs_region(parts, flash_size):
     # labelled "vfs" (else "ffat"); when the table has neither, the one ports/esp32/main.c
     # registers at boot since v1.26 (boardctrl_startup(): esp_partition_register_external()),
     # a data/fat "vfs" from the end of the last partition to the PHYSICAL end of flash (not
-    # written to the table). Returns a Part, or None (no room after the table). The simulator
-    # registers it whatever version the firmware is: stock tables without a vfs row are v1.26's.
+    # written to the table). Returns a Part, or None (no room after the table). Whether the
+    # firmware registers it (v1.26+) is device.Device's to say.
     for label in FS_LABELS:
         for p in parts:
             if p.type == TYPE_DATA and p.label == label:
