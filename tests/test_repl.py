@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import image
 from espsim import device
-from mpota import appconsole, simdev
+from mpota import appconsole, boardfs, simdev
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 BANNER = b"MicroPython v1.23.0 on 2023-10-12; Generic ESP32 module with ESP32\r\n"
@@ -145,6 +145,8 @@ def test_mpremote_fs(board, tmp_path: Path):
     up.write_bytes(data)
     mpremote(board, "fs", "mkdir", ":d1")
     mpremote(board, "fs", "cp", str(up), ":d1/up.bin")
+    # in the littlefs of the board's flash, and in its mirror folder
+    assert boardfs.read_files(board.flash)["/d1/up.bin"][0] == data
     assert (fs / "d1" / "up.bin").read_bytes() == data
     r = mpremote(board, "fs", "ls", ":")
     assert "d1/" in r.stdout and "boot.py" in r.stdout
