@@ -159,6 +159,12 @@ class Board:
         parent = path.rsplit("/", 1)[0]
         if parent:
             self.fs.makedirs(parent, exist_ok=True)
+        try:
+            # the old file goes first: littlefs keeps its blocks until the new one is closed,
+            # so rewritten in place a file needs room for both
+            self.fs.remove(path)
+        except Exception:  # noqa: BLE001 - there was none
+            pass
         with self.fs.open(path, "wb") as f:
             f.write(data)
         if mtime_ns is not None:

@@ -458,8 +458,12 @@ def _sim_fs(a, b) -> int:
             entries = sorted(b.fs.scandir(path), key=lambda e: e.name)
         except Exception:  # noqa: BLE001 - littlefs-python raises its own errors
             raise Bad(f"{a.path}: no such directory on the board") from None
-        for e in entries:
-            print(e.name + "/" if e.type == 2 else e.name)
+        text = "".join(e.name + ("/\n" if e.type == 2 else "\n") for e in entries)
+        try:
+            sys.stdout.write(text)  # one write: `| head -3` takes what it wants
+            sys.stdout.flush()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     elif a.op == "get":
         path = board_path(a.path)
         try:
