@@ -933,7 +933,12 @@ def parser() -> argparse.ArgumentParser:
         help="the board's filesystem (the littlefs in its flash), from the PC: ls, get, put, rm",
     )
     s.add_argument("flash", help="the simulated flash (or a flash dump, esptool read-flash)")
-    s.add_argument("op", choices=["ls", "get", "put", "rm"], help="what to do")
+    s.add_argument(
+        "op",
+        choices=["ls", "get", "put", "rm"],
+        help="ls: list a directory; get: copy a file to the PC; put: copy a PC file onto the "
+        "board; rm: remove a file",
+    )
     s.add_argument(
         "path", nargs="?", help="ls: a directory (default /); get, rm: a file; put: a PC file"
     )
