@@ -31,28 +31,34 @@ def board(tmp_path: Path, version: str = "v1.24.0", table=None, flash_size=None)
     return flash
 
 
-def device(flash: Path, code: str, cut_after: int | None = None):
-    # code run on the board with its filesystem mounted at /, as after a boot
-    return simdev.run(flash, "simboot.mount_fs()\n" + code, "micropython", cut_after=cut_after)
+def device(flash: Path, code: str, cut_after: int | None = None, runtime: str = "micropython"):
+    # code run on the board with its filesystem mounted at / (as after a boot), under
+    # MicroPython (vfs.VfsLfs2) or CPython (littlefs-python behind open() and os.*)
+    return simdev.run(flash, "simboot.mount_fs()\n" + code, runtime, cut_after=cut_after)
 
 
-def test_device_and_pc_see_the_same_littlefs(tmp_path):
+BOTH = ["micropython", "cpython"]
+
+
+@pytest.mark.parametrize("runtime", BOTH)
+def test_device_and_pc_see_the_same_littlefs(tmp_path, runtime):
     flash = board(tmp_path)
     assert boardfs.fs_region(flash) == (0x310000, 0xF0000)  # the seed table's vfs row
     assert boardfs.state(flash) == "blank"
     r = device(
         flash,
-        "import os, vfs\n"
+        "import os\n"
         "with open('/hello.txt', 'w') as f: f.write('from the board')\n"
         "os.mkdir('/lib')\n"
         "with open('/lib/m.py', 'wb') as f: f.write(bytes(range(256)) * 20)\n"
-        "print(type(vfs.mount()[0][0].board).__name__, sorted(os.listdir('/')))",
+        "print(sorted(os.listdir('/')), os.getcwd())",
+        runtime=runtime,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     # first boot of a blank region: the port's inisetup.setup()
     assert r.stdout.splitlines() == [
         "Performing initial setup",
-        "VfsLfs2 ['boot.py', 'hello.txt', 'lib']",
+        "['boot.py', 'hello.txt', 'lib'] /",
     ]
     files = boardfs.read_files(flash)
     assert sorted(files) == ["/boot.py", "/hello.txt", "/lib/m.py"]
@@ -66,18 +72,27 @@ def test_device_and_pc_see_the_same_littlefs(tmp_path):
     files["/hello.txt"] = (b"from the PC", None)
     del files["/lib/m.py"]
     boardfs.write_files(flash, files, dirs=["/lib"])  # an empty directory stays
-    r = device(flash, "import os\nprint(open('/hello.txt').read(), os.listdir('/lib'))")
+    r = device(
+        flash, "import os\nprint(open('/hello.txt').read(), os.listdir('/lib'))", runtime=runtime
+    )
     assert r.stdout == "from the PC []\n", r.stdout + r.stderr
 
 
-def test_mtime_round_trips(tmp_path):
+def test_micropython_mounts_its_own_vfs_lfs2_at_root(tmp_path):
+    flash = board(tmp_path)
+    r = device(flash, "import vfs\nprint([(type(m.board).__name__, p) for m, p in vfs.mount()])")
+    assert r.stdout.splitlines()[-1] == "[('VfsLfs2', '/')]", r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("runtime", BOTH)
+def test_mtime_round_trips(tmp_path, runtime):
     flash = board(tmp_path)
     t = 1_700_000_000_123_456_789  # ns
     boardfs.write_files(flash, {"/a.txt": (b"a", t)})
-    r = device(flash, "import os\nprint(os.stat('/a.txt')[8])")
+    r = device(flash, "import os\nprint(os.stat('/a.txt')[8])", runtime=runtime)
     assert r.stdout == f"{t // 10**9}\n", r.stdout + r.stderr  # VfsLfs2's st_mtime (seconds)
     before = time.time_ns()
-    device(flash, "with open('/b.txt', 'w') as f: f.write('b')")
+    device(flash, "with open('/b.txt', 'w') as f: f.write('b')", runtime=runtime)
     data, mtime = boardfs.read_files(flash)["/b.txt"]
     assert data == b"b" and before - 10**9 < mtime < time.time_ns() + 10**9
     assert boardfs.read_files(flash)["/a.txt"] == (b"a", t)
@@ -126,7 +141,8 @@ def test_v1_26_registers_the_region_past_the_table_to_the_physical_end(tmp_path)
     assert r.stdout.strip() == "None", r.stdout + r.stderr
 
 
-def test_a_power_cut_in_a_write_leaves_the_old_or_the_new_file(tmp_path):
+@pytest.mark.parametrize("runtime", BOTH)
+def test_a_power_cut_in_a_write_leaves_the_old_or_the_new_file(tmp_path, runtime):
     flash = board(tmp_path)
     old, new = b"old " * 3000, b"NEW " * 3000
     boardfs.write_files(flash, {"/data.bin": (old, None)})
@@ -135,7 +151,7 @@ def test_a_power_cut_in_a_write_leaves_the_old_or_the_new_file(tmp_path):
     seen = set()
     for n in range(0, 400, 3):
         flash.write_bytes(clean)
-        r = device(flash, code, cut_after=n)
+        r = device(flash, code, cut_after=n, runtime=runtime)
         files = boardfs.read_files(flash)  # mounts: littlefs is copy-on-write
         assert files["/data.bin"][0] in (old, new), n
         seen.add(files["/data.bin"][0] == new)

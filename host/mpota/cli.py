@@ -861,7 +861,7 @@ def parser() -> argparse.ArgumentParser:
         "--fs",
         metavar="DIR",
         help="a folder that mirrors the board's filesystem (the littlefs in its flash, mounted "
-        "at /; under CPython, DIR itself): DIR's files go into it first and come back when the "
+        "at /): DIR's files go into it first and come back when the "
         "board stops; after SCRIPT, or at power-on without one, boot.py then main.py run at "
         "every boot that follows a reset",
     )

@@ -267,8 +267,8 @@ def play(
     first process only. Output goes to `stdout` (a file; None: this process's). ota=False:
     the repository's `ota` package is not on the board's path (device_path).
 
-    Under MicroPython the board's filesystem is the littlefs in the flash (espsim/modules/
-    simfs.py) and `fs` its mirror: fs's files are put into it first (when fs exists) and the
+    The board's filesystem is the littlefs in the flash (espsim/modules/simfs.py) and `fs` its
+    mirror: fs's files are put into it first (when fs exists) and the
     board's files are copied back into fs when the board stops (also after a power cut).
 
     Returns 0 when the last boot ended with main.py done, 1 when boot.py, main.py or the script
@@ -278,9 +278,8 @@ def play(
         raise ValueError(f"max_boots must be at least 1, not {max_boots}")
     fs = Path(fs).resolve()
     out = stdout if stdout is not None else sys.stdout
-    # Under MicroPython the board's filesystem is the littlefs in the flash (simfs.py), and fs
-    # its mirror on the PC; under CPython, fs itself (its current directory).
-    lfs = runtime.startswith("micropython")
+    # The board's filesystem is the littlefs in the flash (espsim/modules/simfs.py), and fs its
+    # mirror on the PC.
 
     def say(line: str) -> None:
         out.write(line + "\n")
@@ -292,40 +291,31 @@ def play(
             e["ESPSIM_HOSTS"] = hosts
         out.flush()
         return subprocess.run(
-            command(runtime, heap) + args,
-            env=e,
-            cwd=None if lfs else fs,
-            stdout=stdout,
-            timeout=timeout,
+            command(runtime, heap) + args, env=e, stdout=stdout, timeout=timeout
         ).returncode
 
-    if not lfs and not fs.is_dir():
-        # No filesystem yet: the port makes one at first boot and writes its boot.py.
-        seed_fs(fs)
-        say(f"espsim: {fs}: Performing initial setup")
-    if lfs and fs.is_dir():
+    if fs.is_dir():
         try:
             boardfs.mirror_in(path, fs)
         except boardfs.NoFilesystem as e:
             say(f"espsim: {fs} not copied into the board: {e}")
     try:
-        return _life(path, script, code, max_boots, cut_after, lfs, proc, say)
+        return _life(path, script, code, max_boots, cut_after, proc, say)
     finally:
-        if lfs:
-            try:
-                boardfs.mirror_out(path, fs)
-            except boardfs.NoFilesystem:
-                pass  # no littlefs on the board (blank, corrupted): fs is left as it was
+        try:
+            boardfs.mirror_out(path, fs)
+        except boardfs.NoFilesystem:
+            pass  # no littlefs on the board (blank, corrupted): fs is left as it was
 
 
-def _life(path, script, code, max_boots, cut_after, lfs, proc, say) -> int:
+def _life(path, script, code, max_boots, cut_after, proc, say) -> int:
     first = script is not None or code is not None
     if first:
         before = _boots(path)
         if script:
-            args = script_args(Path(script).resolve(), fs=lfs)
+            args = script_args(Path(script).resolve(), fs=True)
         else:
-            args = code_args(code, fs=lfs)
+            args = code_args(code, fs=True)
         rc = proc(args, cut_after)
         if rc == FS_CORRUPTED:
             return _corrupted(say)

@@ -5,7 +5,7 @@
 # - run_file(): a script run on the running firmware (`mpota sim run FLASH SCRIPT`; with
 #   --fs, the board's filesystem mounted at / first, as below);
 # - boot(): one boot of the firmware: the board's filesystem mounted at / (simfs.py: the
-#   littlefs in the flash, as _boot.py mounts it; under CPython, the current directory), then
+#   littlefs in the flash, as _boot.py mounts it), then
 #   boot.py, then main.py when boot.py ended without an exception; ports/esp32/main.c and
 #   shared/runtime/pyexec.c. An exception is printed and ends the boot (the board would sit in
 #   its REPL); SystemExit (sys.exit(), machine.soft_reset()) is a soft reset: "MPY: soft
@@ -65,17 +65,13 @@ def _print_exc(e):
         traceback.print_exception(type(e), e, e.__traceback__, file=sys.stdout)
 
 
-def mount_fs():
-    # The board's filesystem at / (MicroPython: simfs.py); under CPython the current directory
-    # is the board's filesystem (a host folder).
-    if sys.implementation.name == "micropython":
-        import simfs
+def mount_fs(host=None):
+    # The board's filesystem at / (simfs.py), `host` (a host path) still reachable.
+    import simfs
 
-        simfs.mount()
-    else:
-        import os
-
-        sys.path.append(os.getcwd() + "/lib")  # ports/esp32/main.c: "/lib" after mp_init()
+    if host:
+        simfs.HOST_PATHS.append(host)
+    simfs.mount()
 
 
 def run_file(path, g, fs=False):
@@ -90,7 +86,7 @@ def run_file(path, g, fs=False):
     with f:
         src = f.read()
     if fs:
-        mount_fs()
+        mount_fs(path)
     g["__file__"] = path
     exec(compile(src, path, "exec"), g)
 

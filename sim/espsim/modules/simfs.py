@@ -1,4 +1,5 @@
-# The board's filesystem in the process that plays the firmware (MicroPython's unix port), as
+# The board's filesystem in the process that plays the firmware (MicroPython's unix port; under
+# CPython, cp/cpfs.py behind open() and os.*), as
 # ports/esp32/modules/_boot.py and inisetup.py make it: littlefs2 (vfs.VfsLfs2, the port's
 # defaults: read/prog 32, lookahead 32, mtime on) over flashbdev.bdev, the "vfs" partition (or
 # the region main.c registers past the table, espsim/parttable.py), through the simulated
@@ -14,6 +15,7 @@
 
 import sys
 
+HOST_PATHS = []  # more host paths to keep reachable (e.g. the script being run)
 FS_CORRUPTED = 76  # exit status of a process whose filesystem is corrupted (fs_corrupted())
 
 STOCK_BOOT_PY = """\
@@ -47,18 +49,31 @@ def fs_corrupted():
     sys.exit(FS_CORRUPTED)
 
 
+_MP = sys.implementation.name == "micropython"
+
+
+def _lfs2():
+    # vfs.VfsLfs2 under MicroPython; under CPython its stand-in over littlefs-python (cp/cpfs.py)
+    if _MP:
+        import vfs
+
+        return vfs.VfsLfs2
+    import cpfs
+
+    return cpfs.Lfs
+
+
 def _setup(bdev):
     # inisetup.setup(): check_bootsec(), then a fresh littlefs with the port's boot.py
-    import vfs
-
     buf = bytearray(bdev.ioctl(5, 0))
     bdev.readblocks(0, buf)
     for b in buf:
         if b != 0xFF:
             fs_corrupted()
     print("Performing initial setup")
-    vfs.VfsLfs2.mkfs(bdev)
-    fs = vfs.VfsLfs2(bdev)
+    lfs2 = _lfs2()
+    lfs2.mkfs(bdev)
+    fs = lfs2(bdev)
     with fs.open("/boot.py", "w") as f:
         f.write(STOCK_BOOT_PY)
     return fs
@@ -66,14 +81,13 @@ def _setup(bdev):
 
 def board_fs():
     # The board's filesystem (a VfsLfs2, not mounted yet), or None when it has no partition.
-    import vfs
     from flashbdev import bdev
 
     if not bdev:
         return None
     try:
         if _is_lfs2(bdev):
-            return vfs.VfsLfs2(bdev)
+            return _lfs2()(bdev)
         raise OSError(19)  # ENODEV: the port's VfsFat then fails to mount
     except OSError:
         return _setup(bdev)
@@ -136,18 +150,24 @@ def mount(board=None):
     # host paths stay reachable (the module path, $ESPSIM_FLASH and its .state, $ESPSIM_TRACE).
     import os
 
-    import vfs
-
     if board is None:
         board = board_fs()
     if board is None:
         return None
-    paths = [p.rstrip("/") for p in sys.path if p[:1] == "/"]
+    paths = [p.rstrip("/") for p in sys.path if p[:1] == "/"] + HOST_PATHS
     for var in ("ESPSIM_FLASH", "ESPSIM_TRACE"):
         v = os.getenv(var)
         if v:
             paths.append(v)
             paths.append(v + ".state")
+    if not _MP:
+        import cpfs
+
+        cpfs.install(board, paths)
+        sys.path.append("/lib")
+        return board
+    import vfs
+
     root = _Root(board, vfs.VfsPosix(), paths)
     vfs.umount("/")
     vfs.mount(root, "/")
