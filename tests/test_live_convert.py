@@ -55,7 +55,6 @@ def make_board(d: Path, chip: str) -> Path:
     if chip in _made:
         flash.write_bytes(_made[chip][0])
         Path(f"{flash}.state").write_bytes(_made[chip][1])
-        _temp_fs(flash)
         return flash
     csv, physical, version, size, (fs_at, fs_size) = BOARDS[chip]
     header = physical if chip == "esp32s3" else 4 * MB  # S3 up to v1.25: 8MiB table, 8 MB
@@ -77,14 +76,7 @@ def make_board(d: Path, chip: str) -> Path:
     b[fs_at : fs_at + fs_size] = fs.context.buffer
     flash.write_bytes(b)
     _made[chip] = (bytes(b), Path(f"{flash}.state").read_bytes())
-    _temp_fs(flash)
     return flash
-
-
-def _temp_fs(flash):
-    for path, (data, _) in board_files().items():  # TEMP until the sim's fs is the flash's
-        Path(f"{flash}.fs{path}").parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{flash}.fs{path}").write_bytes(data)
 
 
 def files_on_flash(flash: Path) -> dict:
