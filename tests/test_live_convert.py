@@ -17,7 +17,7 @@ import pytest
 from cutproxy import CutProxy
 from esp_idf_defs import PartitionTable
 from espsim import chips
-from mpota import liveconvert, simdev
+from mpota import boardfs, liveconvert, simdev
 from test_convert import STOCK_4MIB, STOCK_4MIBPLUS, STOCK_8MIB, stock_bin, write_flash
 from test_wire import Served
 
@@ -79,31 +79,6 @@ def make_board(d: Path, chip: str) -> Path:
     return flash
 
 
-def files_on_flash(flash: Path) -> dict:
-    """The files of the filesystem the converted board mounts, read from its flash file."""
-    data = flash.read_bytes()
-    table = PartitionTable.from_binary(data[0x8000:0x8C00])
-    row = next((p for p in table if p.name == "vfs"), None)
-    start = row.offset if row else table.flash_size()
-    end = row.offset + row.size if row else len(data)
-    ctx = littlefs.UserContext(buffer=bytearray(data[start:end]))
-    fs = littlefs.LittleFS(ctx, mount=False, block_count=(end - start) // 4096,
-                           **liveconvert.LFS_GEOMETRY)  # fmt: skip
-    fs.mount()
-    out = {}
-    for top, _, names in fs.walk("/"):
-        for n in names:
-            p = ("/" + top.strip("/") + "/" + n).replace("//", "/")
-            with fs.open(p, "rb") as f:
-                body = f.read()
-            try:
-                mtime = int.from_bytes(fs.getattr(p, liveconvert.MTIME), "little")
-            except littlefs.errors.LittleFSError:
-                mtime = None
-            out[p] = (body, mtime)
-    return out
-
-
 def convert(url: str, backup: Path, cwd: Path, timeout: float = 120):
     return subprocess.run(
         [
@@ -130,7 +105,7 @@ def assert_converted(flash: Path, chip: str) -> None:
     assert log[-1] == "running 'ota_0' at 0x10000", log
     table = {p.name: p for p in PartitionTable.from_binary(flash.read_bytes()[0x8000:0x8C00])}
     assert {"otadata", "ota_0", "ota_1"} <= set(table)
-    assert files_on_flash(flash) == board_files()
+    assert boardfs.read_files(flash) == board_files()
 
 
 @pytest.mark.parametrize("chip", list(BOARDS))
@@ -267,7 +242,7 @@ def test_a_cut_at_any_command_and_the_same_command_finishes(tmp_path):
             board.stop()
         if simdev.power_on(flash)[-1] != "running 'ota_0' at 0x10000":
             unbootable += 1
-        if files_on_flash(flash) != board_files():
+        if boardfs.read_files(flash) != board_files():
             lost += 1
         assert_converted(flash, "esp32")
     print(f"cuts: {len(points)}, boards left unbootable: {unbootable}, with files lost: {lost}")

@@ -33,13 +33,13 @@ from pathlib import Path
 from esp_idf_defs import PartitionTable
 from esp_idf_defs.partitions import InputError
 
-from . import convert, files
+from . import boardfs, convert, files
 from .convert import APP_AT, TABLE_AT, TABLE_LEN, ConvertError
 
-BLOCK = 4096
-LFS_GEOMETRY = {"block_size": BLOCK, "read_size": 32, "prog_size": 32, "lookahead_size": 32}
+BLOCK = boardfs.BLOCK
+LFS_GEOMETRY = boardfs.GEOMETRY  # MicroPython's VfsLfs2 defaults
 LFS_DISK_VERSION = 0x00020000  # littlefs 2.0: every MicroPython's lfs2 mounts it
-MTIME = 1  # extmod/vfs_lfsx.c LFS_ATTR_MTIME
+MTIME = boardfs.ATTR_MTIME  # 8 bytes, little endian, ns since 1970
 NVS_SPAN = (0x9000, 0x6000)  # nvs and otadata of the new table; nvs of the stock ones
 JOURNAL = "journal.json"
 PHASES = ("planned", "written", "done")
@@ -105,7 +105,7 @@ class Board:
             raise LiveError(f"{self.url}: esptool: {_one_line(e)}") from None
         self.esp = esp
         self.chip = esp.CHIP_NAME.lower().replace("-", "")
-        self.mac = ":".join(f"{b:02x}" for b in esp.read_mac())
+        self.mac = ":".join(f"{b:02x}" for b in self._do("reading the MAC", esp.read_mac))
         if not size or not size.endswith("MB"):
             raise LiveError(f"{self.url}: the flash size is unknown (flash id {size})")
         self.flash_size = int(size[:-2]) << 20
