@@ -188,6 +188,35 @@ def make_csv(slot: int, fs: tuple[str, str, int, int] | None) -> str:
     return "\n".join(rows) + "\n"
 
 
+def stock_rows(stock: PartitionTable):
+    """A stock table's factory row and filesystem row (or None: v1.26+), and the filesystem's
+    entry for layout(); ConvertError for a table that is not one of MicroPython's stock ones."""
+    apps = [p for p in stock if p.type == 0]
+    if [p.subtype for p in apps if 0x10 <= p.subtype < 0x20]:
+        raise ConvertError(
+            "the table already has OTA slots ("
+            + ", ".join(p.name for p in apps)
+            + "): nothing to convert"
+        )
+    if len(apps) != 1 or apps[0].offset != APP_AT:
+        raise ConvertError(
+            f"the table's app partitions are not one factory at 0x{APP_AT:x} (stock): "
+            + ", ".join(f"{p.name} at 0x{p.offset:x}" for p in apps)
+        )
+    for p in stock:
+        if p.name not in KNOWN_ROWS:
+            raise ConvertError(
+                f"partition {p.name!r} at 0x{p.offset:x} is not in MicroPython's stock "
+                f"tables ({', '.join(KNOWN_ROWS)}): convert it by hand"
+            )
+    fs_row = next((p for p in stock if p.type == 1 and p.name in ("vfs", "ffat")), None)
+    fs_entry = None
+    if fs_row:
+        sub = "fat" if fs_row.subtype == 0x81 else f"0x{fs_row.subtype:x}"
+        fs_entry = (fs_row.name, sub, None)
+    return apps[0], fs_row, fs_entry
+
+
 def layout(
     chip: str,
     app_len: int,
@@ -303,29 +332,8 @@ def convert(
             f"read: merged {chip} image from 0x{at:x}, bootloader header {_mb(header)}, "
             f"table of {len(stock)} partitions"
         )
-        apps = [p for p in stock if p.type == 0]
-        if [p.subtype for p in apps if 0x10 <= p.subtype < 0x20]:
-            raise ConvertError(
-                "the table already has OTA slots ("
-                + ", ".join(p.name for p in apps)
-                + "): nothing to convert"
-            )
-        if len(apps) != 1 or apps[0].offset != APP_AT:
-            raise ConvertError(
-                f"the table's app partitions are not one factory at 0x{APP_AT:x} (stock): "
-                + ", ".join(f"{p.name} at 0x{p.offset:x}" for p in apps)
-            )
-        for p in stock:
-            if p.name not in KNOWN_ROWS:
-                raise ConvertError(
-                    f"partition {p.name!r} at 0x{p.offset:x} is not in MicroPython's stock "
-                    f"tables ({', '.join(KNOWN_ROWS)}): convert it by hand"
-                )
-        fs_row = next((p for p in stock if p.type == 1 and p.name in ("vfs", "ffat")), None)
-        fs_entry = (fs_row.name, "fat", None) if fs_row else None
-        if fs_row and fs_row.subtype != 0x81:
-            fs_entry = (fs_row.name, f"0x{fs_row.subtype:x}", None)
-        old_app_room = apps[0].size
+        factory, fs_row, fs_entry = stock_rows(stock)
+        old_app_room = factory.size
     else:  # an app image
         if data[:1] != b"\xe9":
             raise ConvertError(

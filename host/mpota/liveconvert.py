@@ -322,39 +322,20 @@ def plan(board: Board, slot: int | None, say) -> dict:
         stock = PartitionTable.from_binary(table_bin)
     except InputError as e:
         raise ConvertError(f"the partition table at 0x{TABLE_AT:x}: {e}") from None
-    apps = [p for p in stock if p.type == 0]
-    if [p for p in apps if 0x10 <= p.subtype < 0x20]:
-        raise ConvertError(
-            "the table already has OTA slots (" + ", ".join(p.name for p in apps) + ")"
-        )
-    if len(apps) != 1 or apps[0].offset != APP_AT:
-        raise ConvertError(
-            f"the table's app partitions are not one factory at 0x{APP_AT:x} (stock): "
-            + ", ".join(f"{p.name} at 0x{p.offset:x}" for p in apps)
-        )
-    for p in stock:
-        if p.name not in convert.KNOWN_ROWS:
-            raise ConvertError(
-                f"partition {p.name!r} at 0x{p.offset:x} is not in MicroPython's stock tables "
-                f"({', '.join(convert.KNOWN_ROWS)}): convert it by hand"
-            )
+    factory, fs_row, fs_entry = convert.stock_rows(stock)
     bl_at = convert.bootloader_offset(chip)
     bl = board.read(bl_at, TABLE_AT - bl_at)
     bl = bl[: convert._check_bootloader(chip, bl)]
     header = convert.header_flash_size(chip, bl)
     app_len = app_length(board, chip)
-    if app_len > apps[0].size:
+    if app_len > factory.size:
         raise ConvertError(f"the app ({app_len} bytes) overflows its factory partition")
     phys = board.flash_size
-    fs_row = next((p for p in stock if p.type == 1 and p.name in ("vfs", "ffat")), None)
     if fs_row:
         old_fs = (fs_row.offset, fs_row.size)
-        sub = "fat" if fs_row.subtype == 0x81 else f"0x{fs_row.subtype:x}"
-        fs_entry = (fs_row.name, sub, None)
     else:  # v1.26+: main.c registers "vfs" from the table's end to the end of flash
         end = stock.flash_size()
         old_fs = (end, phys - end)
-        fs_entry = None
     say(
         f"read: {chip}, {phys >> 20} MB flash (bootloader header {header >> 20} MB), app "
         f"{app_len} bytes in factory, filesystem 0x{old_fs[0]:x}-0x{sum(old_fs):x}"
@@ -586,7 +567,7 @@ def run(url: str, backup: str | None, yes: bool, slot: int | None, say, ask) -> 
             try:
                 p = plan(board, slot, say)
             except ConvertError as e:
-                if j is not None and "already has OTA slots" in str(e):
+                if j is not None and "already has OTA slots" in str(e):  # stock_rows()
                     say(f"already converted: the backup and journal are in {jdir}")
                     return 0
                 raise
