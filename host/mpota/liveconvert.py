@@ -571,6 +571,10 @@ def run(url: str, backup: str | None, yes: bool, slot: int | None, say, ask) -> 
                     say(f"already converted: the backup and journal are in {jdir}")
                     return 0
                 raise
+            if j is not None:  # done, and the board is stock again: a new conversion
+                old = jdir.with_name(f"{jdir.name}.{j['time']}")
+                jdir.rename(old)
+                say(f"the earlier conversion's backup moved to {old}")
             save(jdir, p)
             j = load_journal(jdir)
             say(f"backup: {len(j['files'])} entries in {jdir}/files, journal {jdir}/{JOURNAL}")
