@@ -33,8 +33,9 @@ _me = '  File "%s"' % __file__
 class _Root:
     # The VFS mounted at /: the board's filesystem, except for the host paths in `host_paths`
     # (absolute, whole path components), which go to the host's.
-    def __init__(self, board, host, host_paths):
+    def __init__(self, board, host, host_paths, root):
         self.board = board
+        self.root = root.rstrip("/")  # the board's filesystem on the host
         self.host = host
         self.paths = host_paths
 
@@ -85,7 +86,18 @@ class _Root:
         return self._fs(path).remove(path)
 
     def rename(self, old, new):
-        return self._fs(old).rename(old, new)
+        fs = self._fs(old)
+        if fs is self.host:
+            return fs.rename(old, new)
+        # VfsPosix(root).rename() builds both paths in one buffer, so the new name overwrites
+        # the old one (ENOENT): rename through the host's VFS, with the board's paths on it.
+        return self.host.rename(self._on_host(old), self._on_host(new))
+
+    def _on_host(self, path):
+        if path[:1] != "/":
+            cwd = self.board.getcwd()
+            path = cwd.rstrip("/") + "/" + path
+        return self.root + path
 
     def chdir(self, path):
         return self.board.chdir(path)
@@ -105,7 +117,7 @@ def _mount(fs):
         if v:
             paths.append(v)
             paths.append(v + ".state")
-    root = _Root(vfs.VfsPosix(fs), vfs.VfsPosix(), paths)
+    root = _Root(vfs.VfsPosix(fs), vfs.VfsPosix(), paths, fs)
     vfs.umount("/")
     vfs.mount(root, "/")
     os.chdir("/")
