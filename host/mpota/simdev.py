@@ -171,9 +171,17 @@ def _place(path, flash, chip, chip_rev, rollback, mac, boot) -> list[str]:
     return log
 
 
+class RomDevice(device.Device):
+    """The chip as its ROM hands it to the bootloader, which reads the partition table itself
+    (a blank chip or a broken table is the bootloader's Bricked, as on a board)."""
+
+    def load_partitions(self):
+        self.parts = []
+
+
 def power_on(path: str | Path) -> list[str]:
     """One boot of the simulated chip (bootloader slot selection and rollback)."""
-    dev = device.Device(str(path))
+    dev = RomDevice(str(path))
     try:
         part, log = bootloader.boot(dev)
         return log + [f"running '{part.label}' at 0x{part.address:x}"]
