@@ -260,7 +260,8 @@ def test_the_stock_board_walkthrough(played):
     runs, work = played
     text = (ROOT / "README.md").read_text()
     after = text[text.index("The last command prints the new layout") :]
-    shown = after[after.index("```\n") + 4 : after.index("\n```", 4)].splitlines()
+    start = after.index("```\n") + 4
+    shown = after[start : after.index("\n```", start)].splitlines()
     assert len(shown) == 7
     for out in output_of(runs, "stock-board.bin"):
         lines = out.splitlines()
