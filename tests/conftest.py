@@ -222,6 +222,20 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
+def site(tmp_path: Path):
+    """A web server (tests/netserver.py: Range, ETag, its request log) on 127.0.0.1 serving
+    tmp_path/www: (www, server, base URL)."""
+    import netserver
+
+    www = tmp_path / "www"
+    www.mkdir()
+    server = netserver.start(www)
+    yield www, server, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
 def http_dir(tmp_path: Path):
     """(directory, base URL) of an HTTP server on 127.0.0.1."""
     root = tmp_path / "www"

@@ -20,6 +20,7 @@ from bench import flashtime, netcut, tables  # noqa: E402
 
 NAMES = {
     "fleet",
+    "fleet-real",
     "flashtime",
     "flashtime-e2e",
     "cpu",

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import zlib
 
-import netserver
 import pytest
 from conftest import ROOT, image, sha256
 from mpota import delta, manifest, pairs
@@ -52,16 +51,6 @@ def site_files(
         m = manifest.sign(m, key)
     (www / "manifest.json").write_text(json.dumps(m))
     return m
-
-
-@pytest.fixture
-def site(tmp_path):
-    www = tmp_path / "www"
-    www.mkdir()
-    server = netserver.start(www)
-    yield www, server, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

@@ -298,7 +298,9 @@ def test_schedule_jitter_and_backoff(logic, rt):
     s = logic[rt]["sched"]
     for r, (first, nxt, errs, after) in s.items():
         r = float(r)
-        assert first == pytest.approx(r * 3600)  # a random point of the interval
+        # a random point of 0.9 x interval, the shortest gap between two polls (so that no
+        # device polls twice within it: a fleet's rate stays <= N / (0.9 x interval))
+        assert first == pytest.approx(r * 0.9 * 3600)
         assert nxt == pytest.approx(3600 * (0.9 + 0.2 * r))  # +-10 %
         caps = [min(3600, 60 * 2**i) for i in range(12)]
         for d, cap in zip(errs, caps, strict=True):  # capped, jitter within [cap/2, cap)
@@ -308,11 +310,12 @@ def test_schedule_jitter_and_backoff(logic, rt):
     real = logic[rt]["real"]
     assert all(3240 <= d <= 3960 for d in real) and min(real) < 3300 and max(real) > 3900
     first = logic[rt]["real_first"]
-    assert all(0 <= d < 3600 for d in first) and min(first) < 360 and max(first) > 3240
+    assert all(0 <= d < 3240 for d in first) and min(first) < 324 and max(first) > 2916
+    assert max(first) < min(real)  # the first poll comes before any second one could
     result, sleeps = logic[rt]["run"]
-    # first poll inside the interval, three errors backing off, then the interval again
+    # first poll inside 0.9 x interval, three errors backing off, then the interval again
     assert result == "wait"
-    assert sleeps == pytest.approx([1800, 45, 90, 180, 3600])
+    assert sleeps == pytest.approx([1620, 45, 90, 180, 3600])
 
 
 def test_releases_files_resolve_without_dot_segments(logic, rt):

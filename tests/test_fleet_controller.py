@@ -321,3 +321,22 @@ def test_a_release_in_an_s3_bucket(s3, broker, keys, tmp_path):  # noqa: F811 (t
     assert (m["halted"], m["sequence"]) == (True, m0["sequence"] + 3), out
     assert m["halt_reason"] == "stage 1: 1 of 5 devices failed (20.0 % >= 2 %)"
     assert manifest.verify(m, (keys / "k.pub").read_bytes())
+
+
+def test_the_controller_reads_the_states_the_device_sends():
+    """The report's vocabulary is written twice, on both sides of the wire (the device package
+    is not a dependency of the host tools): ota.report's and the controller's must agree."""
+    import ast
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parent.parent / "python" / "ota" / "report.py"
+    consts = {}
+    for node in ast.parse(src.read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            try:
+                consts[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    assert consts["STATES"] == fleet.STATES
+    assert consts["_FINAL"] == fleet.FINAL
+    assert set(fleet.FAILED) < set(fleet.FINAL) and "success" not in fleet.FAILED

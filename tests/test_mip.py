@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mpota import mipindex, serve, simdev
+from mpota import boardfs, mipindex, serve, simdev
 from test_wire import Served, make_board, mpremote, ok
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,6 @@ def test_mip_index_layout(tmp_path):
 
 def test_mpremote_mip_install_from_an_index_over_the_wire(tmp_path):
     flash = make_board(tmp_path, "esp32")
-    fs = Path(str(flash) + ".fs")
     r = subprocess.run(
         [sys.executable, "-m", "mpota", "mip-index", str(tmp_path / "idx")],
         capture_output=True,
@@ -98,12 +97,14 @@ def test_mpremote_mip_install_from_an_index_over_the_wire(tmp_path):
         out = ok(mpremote(srv.url, "mip", "install", "--index", index, "ota", cwd=tmp_path))
         assert "Done" in out
         latest = json.loads((tmp_path / "idx/package/6/ota/latest.json").read_text())
+        # in the board's littlefs, as the PC reads it from the flash
+        files = boardfs.read_files(flash)
         for target, h in latest["hashes"]:
-            assert (fs / "lib" / target).read_bytes() == (
-                tmp_path / "idx" / "file" / h[:2] / h
-            ).read_bytes()
-        assert sorted(p.name for p in (fs / "lib" / "ota").iterdir()) == sorted(
-            Path(t).name for t, _ in latest["hashes"]
+            assert (
+                files["/lib/" + target][0] == (tmp_path / "idx" / "file" / h[:2] / h).read_bytes()
+            )
+        assert sorted(p for p in files if p.startswith("/lib/ota/")) == sorted(
+            "/lib/" + t for t, _ in latest["hashes"]
         )
         assert ok(mpremote(srv.url, "exec", CHECK, cwd=tmp_path)) == "True /lib/ota/delta.py\n"
         # installed again: mip finds every file there with its hash
@@ -134,7 +135,6 @@ sys.exit(main())
 
 def test_mpremote_mip_install_github_reads_package_json(tmp_path):
     flash = make_board(tmp_path, "esp32")
-    fs = Path(str(flash) + ".fs")
     srv = Served(flash, "--no-ota")
     try:
         r = subprocess.run(
@@ -148,8 +148,9 @@ def test_mpremote_mip_install_github_reads_package_json(tmp_path):
         pkg = json.loads((ROOT / "package.json").read_text())
         got = [line[4:] for line in r.stderr.splitlines() if line.startswith("GET ")]
         assert got == ["package.json"] + [src for _, src in pkg["urls"]]
+        files = boardfs.read_files(flash)
         for target, src in pkg["urls"]:
-            assert (fs / "lib" / target).read_bytes() == (ROOT / src).read_bytes()
+            assert files["/lib/" + target][0] == (ROOT / src).read_bytes()
         assert ok(mpremote(srv.url, "exec", CHECK, cwd=tmp_path)) == "True /lib/ota/delta.py\n"
     finally:
         srv.stop()

@@ -5,7 +5,6 @@ with any content or cut short by a power cut."""
 
 import json
 
-import netserver
 import pytest
 from conftest import image, sha256
 from espsim import otadata
@@ -17,14 +16,9 @@ MANIFEST = "/manifest.json"
 
 
 @pytest.fixture
-def site(tmp_path):
-    www = tmp_path / "www"
-    www.mkdir()
-    (www / "micropython.bin").write_bytes(NEW)
-    server = netserver.start(www)
-    yield www, server, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def site(site):
+    site[0].joinpath("micropython.bin").write_bytes(NEW)
+    return site
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,7 @@ def test_power_on_runs_boot_py_then_main_py_in_the_filesystem(board, runtime):
     rc, out = play(path, fs, runtime)
     assert rc == 0, out
     assert "espsim: running 'ota_0' at 0x10000" in out  # the bootloader ran
-    assert f"boot.py in {fs.resolve()}" in out
+    assert "boot.py in /\n" in out  # the littlefs in the flash, mounted at / (fs mirrors it)
     assert out.index("boot.py in") < out.index("main.py sees 1 42"), out
 
 
@@ -171,7 +171,8 @@ elif step == 2:
 elif step == 3:
     Partition.mark_app_valid_cancel_rollback()
     print("DONE in", cur.info()[4])
-open("step", "w").write(str(step + 1))
+with open("step", "w") as f:  # closed before the reset: littlefs commits at close
+    f.write(str(step + 1))
 if step < 3:
     machine.reset()
 """

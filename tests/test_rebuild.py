@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 
-import netserver
 import pytest
 from conftest import ROOT, image
 from mpota import inspect, pairs
@@ -44,16 +43,6 @@ def mpota(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
     )
     assert (r.returncode == 0) == ok, r.stdout + r.stderr
     return r
-
-
-@pytest.fixture
-def site(tmp_path):
-    www = tmp_path / "www"
-    www.mkdir()
-    server = netserver.start(www)
-    yield www, server, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def publish(www, new: bytes, *args: str) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import image
 from espsim import device
-from mpota import appconsole, simdev
+from mpota import appconsole, boardfs, simdev
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 BANNER = b"MicroPython v1.23.0 on 2023-10-12; Generic ESP32 module with ESP32\r\n"
@@ -145,6 +145,8 @@ def test_mpremote_fs(board, tmp_path: Path):
     up.write_bytes(data)
     mpremote(board, "fs", "mkdir", ":d1")
     mpremote(board, "fs", "cp", str(up), ":d1/up.bin")
+    # in the littlefs of the board's flash, and in its mirror folder
+    assert boardfs.read_files(board.flash)["/d1/up.bin"][0] == data
     assert (fs / "d1" / "up.bin").read_bytes() == data
     r = mpremote(board, "fs", "ls", ":")
     assert "d1/" in r.stdout and "boot.py" in r.stdout
@@ -261,11 +263,15 @@ def test_friendly_repl(board, term):
     )
 
 
-def _console(tmp_path: Path):
+def _console(tmp_path: Path, main_py: str | None = None):
+    # main_py: the board's main.py (fs mirrors the board's filesystem: files written into it
+    # go onto the board before it runs, as the REPL's own writes come back into it)
     flash = tmp_path / "flash.bin"
     simdev.create(flash, image("v1.23.0"), boot=False)
     fs = tmp_path / "fs"
     simdev.seed_fs(fs)
+    if main_py is not None:
+        (fs / "main.py").write_text(main_py)
     out = bytearray()
     con = appconsole.AppConsole(flash, fs, write=out.extend)
     con.boot()
@@ -281,7 +287,7 @@ def _step(con, out, data: bytes) -> bytes:
 
 
 def test_raw_repl_bytes(tmp_path: Path):
-    con, out, fs = _console(tmp_path)
+    con, out, fs = _console(tmp_path, "print('main')\n")
     try:
         assert _step(con, out, b"\x01") == b"\r\nraw REPL; CTRL-B to exit\r\n>"
         assert _step(con, out, b"print(1)\nprint(2)\x04") == b"OK1\r\n2\r\n\x04\x04>"
@@ -310,8 +316,8 @@ def test_raw_repl_bytes(tmp_path: Path):
         time.sleep(0.1)
         assert con.wait_idle(30)
         assert bytes(out) == b"OK\x04\x04>OK5\r\n\x04\x04>"
-        # Ctrl-D on an empty line: soft reboot (boot.py only, in the raw REPL)
-        (fs / "main.py").write_text("print('main')\n")
+        # Ctrl-D on an empty line: soft reboot (boot.py only, in the raw REPL; there is a
+        # main.py)
         assert (
             _step(con, out, b"\x04") == b"OK\r\nMPY: soft reboot\r\nraw REPL; CTRL-B to exit\r\n>"
         )
@@ -328,9 +334,8 @@ def test_raw_repl_bytes(tmp_path: Path):
 
 
 def test_machine_reset_boots_again(tmp_path: Path):
-    con, out, fs = _console(tmp_path)
+    con, out, fs = _console(tmp_path, MAIN_PY)
     try:
-        (fs / "main.py").write_text(MAIN_PY)
         got = _step(con, out, b"import machine; machine.reset()\r")
         time.sleep(0.3)
         assert con.wait_idle(30)

@@ -224,15 +224,11 @@ def test_reports_are_kept_and_sent_again_across_a_broker_restart(sim, umqtt, bro
 
 
 @pytest.fixture
-def site(tmp_path):
-    www = tmp_path / "www"
-    www.mkdir()
+def site(site):
+    www, _, base = site
     (www / "micropython.bin").write_bytes(NEW)
-    server = netserver.start(www)
     write_manifest(www)
-    yield f"http://127.0.0.1:{server.server_address[1]}/manifest.json"
-    server.shutdown()
-    server.server_close()
+    return base + "/manifest.json"
 
 
 def install(sim, umqtt, port, url, tmp_path):

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from . import simdev
+from . import boardfs, simdev
 
 PS1 = b">>> "
 PS2 = b"... "
@@ -363,10 +363,14 @@ class _Proc:
 class AppConsole:
     """The serial port of the simulated board at `flash_path` while its app runs.
 
-    `fs_dir` (a directory) is the board's filesystem, mounted at / as the port mounts its
-    littlefs; `runtime` one of RUNTIMES; `write(data)` receives every byte the board sends
-    (called from this object's threads and from feed(); it must not call feed()); ota=False
-    leaves the repository's `ota` package off the board's path (simdev.device_path).
+    The board's filesystem is the littlefs in the flash, mounted at / as the port mounts it
+    (espsim/modules/simfs.py). `fs_dir` (a directory, or None) mirrors it: its files are put
+    into the flash's filesystem here, before the board runs (and at boot(), what changed in it
+    on the PC since), and the board's files are copied back into it whenever code ends on the
+    board and when its process ends. `runtime` one of
+    RUNTIMES; `write(data)` receives every byte the board sends (called from this object's
+    threads and from feed(); it must not call feed()); ota=False leaves the repository's `ota`
+    package off the board's path (simdev.device_path).
 
     boot(): reset the board and start its app (the bootloader's log first, unless
     `power_on=False`: then the bootloader is taken as run). feed(data): bytes from the host.
@@ -375,7 +379,7 @@ class AppConsole:
     def __init__(
         self,
         flash_path: str | Path,
-        fs_dir: str | Path,
+        fs_dir: str | Path | None = None,
         runtime: str = "micropython",
         write: Callable[[bytes], None] | None = None,
         heap: str = "2M",
@@ -388,9 +392,13 @@ class AppConsole:
                 f"the serial REPL runs the firmware under {' or '.join(RUNTIMES)}, not {runtime!r}"
             )
         self.flash = Path(flash_path).resolve()
-        self.fs = Path(fs_dir).resolve()
-        if not self.fs.is_dir():
-            raise NotADirectoryError(f"{fs_dir}: the board's filesystem must be a directory")
+        self.fs = None
+        self._snap = None  # fs_dir as it was when it last matched the board (boardfs.snapshot)
+        if fs_dir is not None:
+            self.fs = Path(fs_dir).resolve()
+            if not self.fs.is_dir():
+                raise NotADirectoryError(f"{fs_dir}: the board's filesystem must be a directory")
+            self._snap = boardfs.mirror_in(self.flash, self.fs)
         self.runtime = runtime
         self.heap = heap
         self.extra_path = list(extra_path)
@@ -424,6 +432,12 @@ class AppConsole:
             self._mode = "friendly"
             self._rl.hist.clear()
             self._inbuf.clear()
+            if self.fs is not None:
+                # what was changed in fs_dir on the PC since it last matched the board
+                try:
+                    self._snap = boardfs.mirror_in(self.flash, self.fs, self._snap)
+                except boardfs.NoFilesystem:
+                    pass
             if power_on:
                 try:
                     log = simdev.power_on(self.flash)
@@ -449,6 +463,7 @@ class AppConsole:
         with self._lock:
             self._end(power_off=True)
             self._set_state("off")
+            self.mirror()
 
     @property
     def state(self) -> str:
@@ -475,7 +490,7 @@ class AppConsole:
     def _start(self) -> None:
         cmd_r, cmd_w = os.pipe()
         ctl_r, ctl_w = os.pipe()
-        code = f"import simboot\nimport simrepl\nsimrepl.main({str(self.fs)!r}, {cmd_r}, {ctl_w})"
+        code = f"import simboot\nimport simrepl\nsimrepl.main({cmd_r}, {ctl_w})"
         env = simdev.env(self.flash, self.runtime, extra_path=self.extra_path, ota=self.ota)
         if self.hosts:
             env["ESPSIM_HOSTS"] = self.hosts
@@ -483,7 +498,6 @@ class AppConsole:
             p = subprocess.Popen(
                 simdev.command(self.runtime, self.heap) + ["-c", code],
                 env=env,
-                cwd=self.fs,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -546,6 +560,7 @@ class AppConsole:
                 return
             self._proc = None
             proc.close()
+            self.mirror()  # machine.reset(), a power cut, a crash
             if proc.reset_code is not None:
                 if proc.reset_code == 3:
                     self._set_state("dead")  # machine.reset() found no app to boot
@@ -554,7 +569,12 @@ class AppConsole:
                 self._rl.hist.clear()
                 self._start()
                 return
-            self._out(f"\r\nespsim: the firmware process ended (exit status {rc})\r\n".encode())
+            if rc == simdev.FS_CORRUPTED:
+                self._out(b"espsim: a board prints this every 3 s, forever (fs_corrupted())\r\n")
+            else:
+                self._out(
+                    f"\r\nespsim: the firmware process ended (exit status {rc})\r\n".encode()
+                )
             self._set_state("dead")
 
     def _on_output(self, proc: _Proc, data: bytes) -> None:
@@ -624,7 +644,17 @@ class AppConsole:
                     proc.kbd_pending = True  # given when the code begins to run
         self._dirty = True
 
+    def mirror(self) -> None:
+        """Copy the board's files into fs_dir (when given): the code on the board has ended.
+        Nothing when its flash holds no littlefs (blank, corrupted): fs_dir stays as it was."""
+        if self.fs is not None:
+            try:
+                self._snap = boardfs.mirror_out(self.flash, self.fs)
+            except boardfs.NoFilesystem:
+                pass
+
     def _job_done(self, result: bytes) -> None:
+        self.mirror()  # before the host hears that the code ended
         if self._job == "raw":
             if not self._exc:
                 self._out(b"\x04")

@@ -366,7 +366,14 @@ def cmd_sim_create(a) -> int:
     for line in log:
         print("espsim: " + line)
     if a.fs:
-        if simdev.seed_fs(a.fs):
+        from . import boardfs
+
+        seeded = simdev.seed_fs(a.fs)
+        try:
+            boardfs.mirror_in(a.flash, a.fs)
+        except boardfs.NoFilesystem as e:
+            raise Bad(f"--fs {a.fs}: {e}") from None
+        if seeded:
             print(f"{a.fs}: the board's filesystem, with the port's stock boot.py")
         else:
             print(f"{a.fs}: the board's filesystem (its boot.py is kept)")
@@ -475,6 +482,69 @@ def cmd_sim_serial(a) -> int:
     except (ValueError, OSError) as e:
         print(f"mpota sim serial: {e}", file=sys.stderr)
         return 2
+
+
+def cmd_sim_fs(a) -> int:
+    from . import boardfs
+
+    _flash(a.flash)
+    try:
+        with boardfs.Board(a.flash, write=a.op in ("put", "rm")) as b:
+            return _sim_fs(a, b)
+    except boardfs.NoFilesystem as e:
+        raise Bad(str(e)) from None
+
+
+def _sim_fs(a, b) -> int:
+    if a.op != "ls" and not a.path:
+        raise Bad(f"sim fs {a.op}: give the file (PATH)")
+
+    def board_path(p: str) -> str:
+        return "/" + p.strip("/")
+
+    if a.op == "ls":
+        path = board_path(a.path or "/")
+        try:
+            entries = sorted(b.fs.scandir(path), key=lambda e: e.name)
+        except Exception:  # noqa: BLE001 - littlefs-python raises its own errors
+            raise Bad(f"{a.path}: no such directory on the board") from None
+        text = "".join(e.name + ("/\n" if e.type == 2 else "\n") for e in entries)
+        try:
+            sys.stdout.write(text)  # one write: `| head -3` takes what it wants
+            sys.stdout.flush()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    elif a.op == "get":
+        path = board_path(a.path)
+        try:
+            data, mtime = b.read(path)
+        except Exception:  # noqa: BLE001
+            raise Bad(f"{a.path}: no such file on the board") from None
+        dest = Path(a.dest or Path(path).name)
+        if dest.is_dir():
+            dest = dest / Path(path).name
+        dest.write_bytes(data)
+        if mtime is not None:
+            os.utime(dest, ns=(mtime, mtime))
+        print(f"{path} -> {dest} ({len(data)} bytes)")
+    elif a.op == "put":
+        src = Path(a.path)
+        data = _read(a.path, "SRC")
+        dest = board_path(a.dest or src.name)
+        if a.dest and a.dest.endswith("/"):
+            dest = board_path(a.dest + src.name)
+        try:
+            b.write(dest, data, src.stat().st_mtime_ns)
+        except Exception as e:  # noqa: BLE001 - full, or a file where a directory is needed
+            raise Bad(f"{dest}: cannot be written on the board ({e})") from None
+        print(f"{src} -> {dest} ({len(data)} bytes)")
+    else:  # rm
+        path = board_path(a.path)
+        try:
+            b.remove(path)
+        except Exception:  # noqa: BLE001
+            raise Bad(f"{a.path}: no such file (or a directory that is not empty)") from None
+    return 0
 
 
 def cmd_demo(a) -> int:
@@ -797,7 +867,10 @@ def parser() -> argparse.ArgumentParser:
         help="bootloader built without CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE",
     )
     s.add_argument(
-        "--fs", metavar="DIR", help="the board's filesystem: create DIR with the port's boot.py"
+        "--fs",
+        metavar="DIR",
+        help="a folder that mirrors the board's filesystem (the littlefs in its flash): "
+        "DIR, made with the port's boot.py if it has none, is written into it",
     )
     s.add_argument(
         "--mac",
@@ -852,8 +925,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--fs",
         metavar="DIR",
-        help="the board's filesystem (its current directory): after SCRIPT, or at power-on "
-        "without one, run boot.py then main.py from DIR at every boot that follows a reset",
+        help="a folder that mirrors the board's filesystem (the littlefs in its flash, mounted "
+        "at /): DIR's files go into it first and come back when the "
+        "board stops; after SCRIPT, or at power-on without one, boot.py then main.py run at "
+        "every boot that follows a reset",
     )
     s.add_argument(
         "--max-boots",
@@ -905,8 +980,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--fs",
         metavar="DIR",
-        help="the board's filesystem (default: FLASH.fs beside the flash file, made with the "
-        "port's boot.py)",
+        help="a folder that mirrors the board's filesystem (the littlefs in its flash): DIR's "
+        "files go into it first, the board's come back whenever code ends on it (default: "
+        "none; mpota sim fs reads the flash)",
     )
     s.add_argument(
         "--no-ota",
@@ -916,6 +992,28 @@ def parser() -> argparse.ArgumentParser:
         "it); a board has it only once installed, e.g. into /lib with mpremote mip install",
     )
     s.set_defaults(fn=cmd_sim_serial)
+
+    s = sim.add_parser(
+        "fs",
+        help="the board's filesystem (the littlefs in its flash), from the PC: ls, get, put, rm",
+    )
+    s.add_argument("flash", help="the simulated flash (or a flash dump, esptool read-flash)")
+    s.add_argument(
+        "op",
+        choices=["ls", "get", "put", "rm"],
+        help="ls: list a directory; get: copy a file to the PC; put: copy a PC file onto the "
+        "board; rm: remove a file",
+    )
+    s.add_argument(
+        "path", nargs="?", help="ls: a directory (default /); get, rm: a file; put: a PC file"
+    )
+    s.add_argument(
+        "dest",
+        nargs="?",
+        help="get: where on the PC (default: the file's name here); put: where on the board "
+        "(default: /NAME; ending in /: a directory)",
+    )
+    s.set_defaults(fn=cmd_sim_fs)
 
     s = sub.add_parser("demo", help="a full OTA update on the simulated ESP32 (MicroPython)")
     s.add_argument("--dir", default="build/demo", help="working directory (default build/demo)")

@@ -17,7 +17,7 @@ from pathlib import Path
 import espsim
 from espsim import bootloader, chips, device, parttable
 
-from . import images
+from . import boardfs, images
 
 SIM_ROOT = Path(espsim.__file__).resolve().parent.parent
 MODULES = SIM_ROOT / "espsim" / "modules"
@@ -235,17 +235,20 @@ def command(runtime: str = "micropython", heap: str = "2M") -> list[str]:
 
 # Every process that plays the firmware starts with `import simboot` (espsim/modules/simboot.py:
 # under MicroPython it makes sys.implementation name the firmware in the running slot).
-def code_args(code: str) -> list[str]:
-    """Interpreter arguments that run `code` as the firmware's code (e.g. typed at its REPL)."""
-    return ["-c", "import simboot\n" + code]
+def code_args(code: str, fs: bool = False) -> list[str]:
+    """Interpreter arguments that run `code` as the firmware's code (e.g. typed at its REPL;
+    fs=True: with the board's filesystem mounted at /, as after a boot)."""
+    return ["-c", "import simboot\n" + ("simboot.mount_fs()\n" if fs else "") + code]
 
 
-def script_args(script: str | Path) -> list[str]:
-    """Interpreter arguments that run the file `script` on the running firmware."""
-    return ["-c", f"import simboot\nsimboot.run_file({str(script)!r}, globals())"]
+def script_args(script: str | Path, fs: bool = False) -> list[str]:
+    """Interpreter arguments that run the file `script` on the running firmware (fs=True: with
+    the board's filesystem mounted at /, as after a boot)."""
+    return ["-c", f"import simboot\nsimboot.run_file({str(script)!r}, globals(), {fs})"]
 
 
 BOOT_ARGS = ["-c", "import simboot\nsimboot.boot(globals())"]
+FS_CORRUPTED = 76  # simfs.FS_CORRUPTED: the port's fs_corrupted() (a board loops in it forever)
 
 # boot.py as the esp32 port writes it on the filesystem it creates at first boot
 # (ports/esp32/modules/inisetup.py): comments only.
@@ -292,20 +295,26 @@ def play(
     timeout: float | None = None,
     ota: bool = True,
 ) -> int:
-    """A board's life with `fs` (a directory) as its filesystem: run `script` (a file) or
+    """A board's life with `fs` (a directory) mirroring its filesystem: run `script` (a file) or
     `code` on the running firmware, if given, else power the chip on; then, at every boot that
     follows a reset, run boot.py and main.py from fs, as the esp32 port does, until a boot ends
     without a reset (or `max_boots` boots have run). `cut_after` arms the power cut in the
     first process only. Output goes to `stdout` (a file; None: this process's). ota=False:
     the repository's `ota` package is not on the board's path (device_path).
 
+    The board's filesystem is the littlefs in the flash (espsim/modules/simfs.py) and `fs` its
+    mirror: fs's files are put into it first (when fs exists) and the
+    board's files are copied back into fs when the board stops (also after a power cut).
+
     Returns 0 when the last boot ended with main.py done, 1 when boot.py, main.py or the script
-    raised, 3 when no app boots, 4 when max_boots was reached; a script's own exit status when
-    it ends without a reset."""
+    raised, 3 when no app boots, 4 when max_boots was reached, 5 when the filesystem is
+    corrupted (fs_corrupted()); a script's own exit status when it ends without a reset."""
     if max_boots < 1:
         raise ValueError(f"max_boots must be at least 1, not {max_boots}")
     fs = Path(fs).resolve()
     out = stdout if stdout is not None else sys.stdout
+    # The board's filesystem is the littlefs in the flash (espsim/modules/simfs.py), and fs its
+    # mirror on the PC.
 
     def say(line: str) -> None:
         out.write(line + "\n")
@@ -317,17 +326,34 @@ def play(
             e["ESPSIM_HOSTS"] = hosts
         out.flush()
         return subprocess.run(
-            command(runtime, heap) + args, env=e, cwd=fs, stdout=stdout, timeout=timeout
+            command(runtime, heap) + args, env=e, stdout=stdout, timeout=timeout
         ).returncode
 
-    if not fs.is_dir():
-        # No filesystem yet: the port makes one at first boot and writes its boot.py.
-        seed_fs(fs)
-        say(f"espsim: {fs}: Performing initial setup")
+    if fs.is_dir():
+        try:
+            boardfs.mirror_in(path, fs)
+        except boardfs.NoFilesystem as e:
+            say(f"espsim: {fs} not copied into the board: {e}")
+    try:
+        return _life(path, script, code, max_boots, cut_after, proc, say)
+    finally:
+        try:
+            boardfs.mirror_out(path, fs)
+        except boardfs.NoFilesystem:
+            pass  # no littlefs on the board (blank, corrupted): fs is left as it was
+
+
+def _life(path, script, code, max_boots, cut_after, proc, say) -> int:
     first = script is not None or code is not None
     if first:
         before = _boots(path)
-        rc = proc(script_args(Path(script).resolve()) if script else code_args(code), cut_after)
+        if script:
+            args = script_args(Path(script).resolve(), fs=True)
+        else:
+            args = code_args(code, fs=True)
+        rc = proc(args, cut_after)
+        if rc == FS_CORRUPTED:
+            return _corrupted(say)
         if _boots(path) == before:
             return rc  # the script ended without a reset: the board sits at its REPL
         cut_after = None
@@ -346,6 +372,8 @@ def play(
             continue  # machine.reset(): the bootloader ran, next boot
         if rc == 3 and device.read_state(str(path))["running"] == 0:
             return 3  # machine.reset() found no app to boot (it said so)
+        if rc == FS_CORRUPTED:
+            return _corrupted(say)
         if rc != SOFT_RESET:
             return rc
     say(
@@ -353,6 +381,11 @@ def play(
         "the board was still resetting"
     )
     return 4
+
+
+def _corrupted(say) -> int:
+    say("espsim: stopped: a board prints this every 3 s, forever (inisetup.fs_corrupted())")
+    return 5
 
 
 def run(

@@ -18,6 +18,7 @@ against a board (esptool, mpremote, a terminal) run against it unmodified.
 from __future__ import annotations
 
 import hashlib
+import signal
 import socket
 import sys
 import threading
@@ -114,9 +115,10 @@ class App:
 class ReplApp(App):
     """MicroPython's REPL on the line while the app runs (mpota.appconsole.AppConsole): the
     board's bootloader has run and printed its log; the app starts without running it again.
-    The board's filesystem is `fs`, made with the port's boot.py if missing (default: the
-    folder FLASH.fs beside the flash file). ota=False: the repository's `ota` package is not
-    on the board's module path, as on a board where it was not installed."""
+    The board's filesystem is the littlefs in its flash; `fs` (a directory, or None) mirrors
+    it (mpota.appconsole.AppConsole; a missing `fs` is made from the board's). ota=False: the
+    repository's `ota` package is not on the board's module path, as on a board where it was
+    not installed."""
 
     def __init__(
         self,
@@ -126,7 +128,7 @@ class ReplApp(App):
         fs: str | None = None,
         ota: bool = True,
     ):
-        from . import appconsole, simdev
+        from . import appconsole, boardfs
 
         super().__init__(flash, output, runtime, fs, ota)
         if runtime not in appconsole.RUNTIMES:
@@ -134,8 +136,12 @@ class ReplApp(App):
                 f"the REPL on the line runs under {' or '.join(appconsole.RUNTIMES)}, "
                 f"not {runtime}"
             )
-        self.fs = fs or flash + ".fs"
-        simdev.seed_fs(self.fs)
+        if fs and not Path(fs).exists():
+            Path(fs).mkdir(parents=True)
+            try:
+                boardfs.mirror_out(flash, fs)
+            except boardfs.NoFilesystem:
+                pass  # the board formats its filesystem at first boot
         self.con = appconsole.AppConsole(flash, self.fs, runtime=runtime, write=output, ota=ota)
 
     def on_boot(self, part, log) -> None:
@@ -214,6 +220,12 @@ class Board:
         with self.lock:
             self.mode = "off"
             self._lines_changed()
+
+    def power_off(self) -> None:
+        # the board is unplugged: the app (and its mirror of the filesystem) stops
+        with self.lock:
+            self._reset()
+            self.mode = "off"
 
     def hang_up(self) -> None:
         # the host closed the port: a bridge drops DTR and RTS (HUPCL)
@@ -449,8 +461,18 @@ def serve(
     out.write(server.url + "\n")
     out.flush()
     board.power_on()
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, stop)  # a kill, too, leaves --fs DIR the board's files
+    except ValueError:
+        pass  # not the main thread
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        board.power_off()
     return 0

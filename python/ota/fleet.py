@@ -12,10 +12,14 @@
 # points at the current time (a clock not set: the first stage's). A halted release is not
 # started. A pin (kept on the device) installs that release only, whatever its stage.
 #
-# Polls: the first at a random point of the interval after start, then every interval +-10 %;
-# after an error, capped exponential backoff with jitter. Each poll is a conditional GET
-# (If-None-Match / If-Modified-Since): no news costs one request answered 304, and the device
-# decides again on the manifest it kept, as the plan's stages open with time.
+# Polls: the first at a random point of the first 0.9 x interval after start (the shortest gap
+# between two polls), then every interval +-10 %; after an error, capped exponential backoff
+# with jitter. No device polls twice within 0.9 x interval, so a fleet of N devices, even all
+# powered on at once, asks N / (0.9 x interval) = 1.11 x N / interval manifests a second at
+# most, on average (a first poll anywhere in the interval would peak at 1.5 x N / interval at
+# its end, where the second polls begin). Each poll is a conditional GET (If-None-Match /
+# If-Modified-Since): no news costs one request answered 304, and the device decides again on
+# the manifest it kept, as the plan's stages open with time.
 # Penalty box: a release that failed on this device `tries` times is not tried for 24 h.
 # The install is ota.update.from_json() (signature, expiry, sequence, patches, versions).
 #
@@ -275,9 +279,10 @@ class Fleet:
         self.kw = kw
         self.errors = 0
 
-    # Seconds until the first poll after start, and between polls (ok: the last poll worked).
+    # Seconds until the first poll after start (within the shortest gap between two polls, see
+    # above), and between polls (ok: the last poll worked).
     def first_delay(self):
-        return self.rand() * self.interval
+        return self.rand() * self.interval * 0.9
 
     def next_delay(self, ok=True):
         if ok:
@@ -377,7 +382,7 @@ class Fleet:
             machine.reset()
         return "installed"
 
-    # Poll for ever (or `polls` times): first at a random point of the interval, then at the
+    # Poll for ever (or `polls` times): first at a random point of 0.9 x interval, then at the
     # interval +-10 %, backing off after errors. Returns the last poll's result.
     def run(self, polls=None):
         self.sleep(self.first_delay())

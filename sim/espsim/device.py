@@ -87,6 +87,36 @@ class Device:
         # The app reads the table once at start-up (esp_partition_find's cached list).
         buf = self.flash.read(parttable.OFFSET, parttable.MAX_LEN)
         self.parts = parttable.parse(buf, self.flash.size)
+        # MicroPython v1.26+ registers a "vfs" past the table when the table has none (main.c)
+        fs = parttable.fs_region(self.parts, self.flash.size)
+        if fs is not None and fs not in self.parts and self._registers_vfs():
+            self.parts.append(fs)
+
+    def _registers_vfs(self):
+        # The firmware in the running slot registers the region when it is v1.26 or later, or
+        # when its version is unknown (no banner, not booted yet: the port as it is today).
+        # Read with a handle of its own: not the device code's flash operations.
+        from espsim import banner
+
+        addr = self.state["running"]
+        app = None
+        for p in self.parts:
+            if p.type == parttable.TYPE_APP and p.address == addr:
+                app = p
+        if app is None:
+            return True
+        try:
+            with open(self.path, "rb") as f:
+
+                def read(a, n):
+                    f.seek(a)
+                    return f.read(n)
+
+                b = banner.find(read, app.address, app.size)
+        except (OSError, ValueError, KeyError):
+            return True
+        v = banner.version_tuple(b["tag"]) if b else None
+        return v is None or v >= (1, 26)
 
     def running(self):
         for p in self.parts:

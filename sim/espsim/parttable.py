@@ -94,6 +94,29 @@ def build(parts, md5=True):
     return bytes(out) + b"\xff" * (MAX_LEN - len(out))
 
 
+SUBTYPE_DATA_FAT = 0x81
+FS_LABELS = ("vfs", "ffat")
+
+
+def fs_region(parts, flash_size):
+    # The board's filesystem partition as MicroPython's esp32 port finds it: the data partition
+    # labelled "vfs" (else "ffat"); when the table has neither, the one ports/esp32/main.c
+    # registers at boot since v1.26 (boardctrl_startup(): esp_partition_register_external()),
+    # a data/fat "vfs" from the end of the last partition to the PHYSICAL end of flash (not
+    # written to the table). Returns a Part, or None (no room after the table). Whether the
+    # firmware registers it (v1.26+) is device.Device's to say.
+    for label in FS_LABELS:
+        for p in parts:
+            if p.type == TYPE_DATA and p.label == label:
+                return p
+    end = 0
+    for p in parts:
+        end = max(end, p.address + p.size)
+    if end > 0 and flash_size > end:
+        return Part(TYPE_DATA, SUBTYPE_DATA_FAT, end, flash_size - end, "vfs")
+    return None
+
+
 def seed_table():
     # The seed README's 4 MB layout (MicroPython's partitions-4MiB-ota.csv plus a vfs partition).
     return [

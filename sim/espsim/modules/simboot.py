@@ -2,9 +2,11 @@
 # that plays the firmware imports this first):
 # - under MicroPython, sys.implementation and sys.version name the firmware in the running slot
 #   (espsim_sys.py; os.uname() does in mp/os.py, and under CPython sitecustomize.py does both);
-# - run_file(): a script run on the running firmware (`mpota sim run FLASH SCRIPT`);
-# - boot(): one boot of the firmware: boot.py, then main.py when boot.py ended without an
-#   exception, from the current directory (the board's filesystem); ports/esp32/main.c and
+# - run_file(): a script run on the running firmware (`mpota sim run FLASH SCRIPT`; with
+#   --fs, the board's filesystem mounted at / first, as below);
+# - boot(): one boot of the firmware: the board's filesystem mounted at / (simfs.py: the
+#   littlefs in the flash, as _boot.py mounts it), then
+#   boot.py, then main.py when boot.py ended without an exception; ports/esp32/main.c and
 #   shared/runtime/pyexec.c. An exception is printed and ends the boot (the board would sit in
 #   its REPL); SystemExit (sys.exit(), machine.soft_reset()) is a soft reset: "MPY: soft
 #   reboot" and the process ends with SOFT_RESET so that the PC runs boot.py again;
@@ -63,7 +65,16 @@ def _print_exc(e):
         traceback.print_exception(type(e), e, e.__traceback__, file=sys.stdout)
 
 
-def run_file(path, g):
+def mount_fs(host=None):
+    # The board's filesystem at / (simfs.py), `host` (a host path) still reachable.
+    import simfs
+
+    if host:
+        simfs.HOST_PATHS.append(host)
+    simfs.mount()
+
+
+def run_file(path, g, fs=False):
     # A script that cannot be read: the interpreter's own words (`micropython missing.py`),
     # naming the file, and its exit status 2.
     try:
@@ -74,6 +85,8 @@ def run_file(path, g):
         sys.exit(2)
     with f:
         src = f.read()
+    if fs:
+        mount_fs(path)
     g["__file__"] = path
     exec(compile(src, path, "exec"), g)
 
@@ -102,11 +115,7 @@ def _exec_if_exists(path, g):
 
 
 def boot(g):
-    import os
-
-    # The port appends "/lib" to sys.path after mp_init(); the filesystem is the current
-    # directory here.
-    sys.path.append(os.getcwd() + "/lib")
+    mount_fs()
     if _exec_if_exists("boot.py", g) and _exec_if_exists("main.py", g):
         return
     sys.exit(1)

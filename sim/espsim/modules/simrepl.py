@@ -21,108 +21,13 @@
 #        b"I" the stdin bytes left (answer to D); b"H" machine.reset() ran the bootloader
 #        (payload: the exit status, b"3" when no app boots): this process ends.
 #
-# The board's filesystem (a host directory, `--fs DIR`) is mounted at / as the port's _boot.py
-# mounts its littlefs; the host paths the interpreter needs (the module path, the flash image)
-# stay reachable through the same mount (_Root), and os.listdir("/") shows only the board's.
+# The board's filesystem, the littlefs in the simulated flash, is mounted at / as the port's
+# _boot.py mounts it (simfs.py: formatted at first boot, fs_corrupted() when it is neither
+# littlefs nor blank); the host paths the interpreter needs stay reachable through the same mount.
 
 import sys
 
 _me = '  File "%s"' % __file__
-
-
-class _Root:
-    # The VFS mounted at /: the board's filesystem, except for the host paths in `host_paths`
-    # (absolute, whole path components), which go to the host's.
-    def __init__(self, board, host, host_paths, root):
-        self.board = board
-        self.root = root.rstrip("/")  # the board's filesystem on the host
-        self.host = host
-        self.paths = host_paths
-
-    def _fs(self, path):
-        if path[:1] == "/":
-            for p in self.paths:
-                if path == p or path.startswith(p + "/"):
-                    return self.host
-        return self.board
-
-    def mount(self, readonly, mkfs):
-        pass
-
-    def umount(self):
-        pass
-
-    def open(self, path, mode):
-        return self._fs(path).open(path, mode)
-
-    def ilistdir(self, path):
-        fs = self._fs(path)
-        if fs is self.host:
-            return fs.ilistdir(path)
-        return self._sized(path, fs.ilistdir(path))
-
-    def _sized(self, path, entries):
-        # (name, type, inode, size), as VfsLfs2 lists a directory (VfsPosix gives no size)
-        base = path if path[-1:] in ("/", "") else path + "/"
-        for e in entries:
-            size = 0
-            if e[1] == 0x8000:
-                size = self.board.stat(base + e[0])[6]
-            yield (e[0], e[1], 0, size)
-
-    def stat(self, path):
-        return self._fs(path).stat(path)
-
-    def statvfs(self, path):
-        return self._fs(path).statvfs(path)
-
-    def mkdir(self, path):
-        return self._fs(path).mkdir(path)
-
-    def rmdir(self, path):
-        return self._fs(path).rmdir(path)
-
-    def remove(self, path):
-        return self._fs(path).remove(path)
-
-    def rename(self, old, new):
-        fs = self._fs(old)
-        if fs is self.host:
-            return fs.rename(old, new)
-        # VfsPosix(root).rename() builds both paths in one buffer, so the new name overwrites
-        # the old one (ENOENT): rename through the host's VFS, with the board's paths on it.
-        return self.host.rename(self._on_host(old), self._on_host(new))
-
-    def _on_host(self, path):
-        if path[:1] != "/":
-            cwd = self.board.getcwd()
-            path = cwd.rstrip("/") + "/" + path
-        return self.root + path
-
-    def chdir(self, path):
-        return self.board.chdir(path)
-
-    def getcwd(self):
-        return self.board.getcwd()
-
-
-def _mount(fs):
-    import os
-
-    import vfs
-
-    paths = [p.rstrip("/") for p in sys.path if p[:1] == "/"]
-    for var in ("ESPSIM_FLASH", "ESPSIM_TRACE"):
-        v = os.getenv(var)
-        if v:
-            paths.append(v)
-            paths.append(v + ".state")
-    root = _Root(vfs.VfsPosix(fs), vfs.VfsPosix(), paths, fs)
-    vfs.umount("/")
-    vfs.mount(root, "/")
-    os.chdir("/")
-    # ports/esp32/main.c: sys.path gets "/lib" after mp_init()
-    sys.path.append("/lib")
 
 
 def _banner():
@@ -247,9 +152,11 @@ class _Loop:
                 return  # soft reset: the PC starts the firmware again
 
 
-def main(fs, cmd_fd, ctl_fd):
+def main(cmd_fd, ctl_fd):
+    import simfs
+
     loop = _Loop(cmd_fd, ctl_fd)
     banner = _banner()
-    _mount(fs)
+    simfs.mount()
     loop.send(ord("R"), banner.encode())
     loop.serve()
