@@ -77,6 +77,8 @@ BAD = [
     (["image", "-o", "x.bin", "--version", "banana"], ["--version", "banana"]),
     (["image", "-o", "x.bin", "--chip", "esp8266"], ["--chip", "esp8266"]),
     (["image", "-o", "x.bin", "--date", "yesterday"], ["--date", "yesterday"]),
+    (["image", "-o", "x.bin", "--merged", "--chip", "esp32c2"], ["--merged", "esp32c2"]),
+    (["image", "-o", "x.bin", "--merged", "--size", "2100000"], ["--merged", "2100000"]),
     (["image", "-o", "x.bin", "--project-version", "x" * 40], ["--project-version", "31"]),
     (["image", "-o", "www"], ["www", "directory"]),
     # sim create
@@ -123,6 +125,14 @@ BAD = [
     (["sim", "create", "f.bin", "--fs", "random.bin"], ["--fs", "random.bin"]),
     (["sim", "create", "nodir/f.bin"], ["nodir", "no such"]),
     (["sim", "create", "www"], ["www", "directory"]),
+    (["sim", "create", "www", "--blank"], ["www", "directory"]),
+    (["sim", "create", "nodir/f.bin", "--blank"], ["nodir", "no such"]),
+    (["sim", "create", "f.bin", "--blank", "--firmware", "good.bin"], ["--blank", "--firmware"]),
+    (["sim", "create", "f.bin", "--blank", "--version", "v1.25.0"], ["--blank", "--version"]),
+    (["sim", "create", "f.bin", "--blank", "--table", "noapp.csv"], ["--blank", "--table"]),
+    (["sim", "create", "f.bin", "--blank", "--fs", "board"], ["--blank", "--fs board"]),
+    (["sim", "create", "f.bin", "--blank", "--flash-size", "3M"], ["--flash-size", "3M"]),
+    (["sim", "create", "f.bin", "--blank", "--chip", "esp8266"], ["--chip", "esp8266"]),
     # sim boot, run, info
     (["sim", "boot", "missing.bin"], ["missing.bin", "no such"]),
     (["sim", "boot", "random.bin"], ["random.bin", "not a flash image"]),

@@ -254,6 +254,24 @@ def test_the_check_and_update_examples(played):
         assert "espsim: running 'ota_1' at 0x190000" in out, out
 
 
+def test_the_stock_board_walkthrough(played):
+    # A blank board, the converted stock image written by esptool, ota installed with mip, the
+    # first update confirmed: status() prints what the README shows after the block.
+    runs, work = played
+    text = (ROOT / "README.md").read_text()
+    after = text[text.index("The last command prints the new layout") :]
+    start = after.index("```\n") + 4
+    shown = after[start : after.index("\n```", start)].splitlines()
+    assert len(shown) == 7
+    for out in output_of(runs, "stock-board.bin"):
+        lines = out.splitlines()
+        for line in shown:
+            assert line in lines, (line, out)
+    log = (work / "stock-serial.log").read_text()
+    assert "the app does not boot: no 2nd stage bootloader at 0x1000" in log, log
+    assert "booted 'ota_0' at 0x10000" in log, log
+
+
 def test_the_confirm_in_main_py_walkthrough(played):
     runs, work = played
     # The order of events: new firmware on trial, app fails, reset, rollback, confirmed.

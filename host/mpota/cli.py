@@ -1,7 +1,9 @@
 """mpota: PC-side tools for MicroPython OTA updates on ESP32, and the ESP32 simulator.
 
 mpota image -o FILE ...           build a test app image (a real ESP32 image, via esptool)
+mpota image -o FILE --merged      ... as the stock merged .bin of micropython.org's downloads
 mpota sim create FLASH ...        a simulated ESP32's flash, with a firmware in ota_0
+mpota sim create FLASH --blank    a never-flashed chip (all 0xFF), for esptool over the wire
 mpota sim boot FLASH              power-cycle the simulated ESP32 (bootloader + rollback)
 mpota sim run FLASH SCRIPT        run SCRIPT (or -c CODE) as the simulated device's firmware
 mpota sim run FLASH --fs DIR      power on, run boot.py and main.py from DIR, at every reset
@@ -225,13 +227,26 @@ def cmd_image(a) -> int:
         )
     except ValueError as e:
         raise Bad(f"--size {a.size}: {e}" if a.size is not None else str(e)) from None
+    app = data
+    if a.merged:
+        try:
+            data, table = images.stock_firmware(app, a.chip, a.version)
+        except ValueError as e:
+            raise Bad(f"--merged: {e}") from None
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     files.write(a.output, data)
     print(
         f"{a.output}: MicroPython {a.version}"
         + (f" (PROJECT_VER {a.project_version})" if a.project_version else "")
-        + f" for {a.chip}, {len(data)} bytes, build {data[32 + 144 : 32 + 152].hex()}..."
+        + f" for {a.chip}, {len(app)} bytes, build {app[32 + 144 : 32 + 152].hex()}..."
     )
+    if a.merged:
+        at = chips.get(a.chip).bootloader_offset
+        print(
+            f"{a.output}: merged as MicroPython publishes it, {len(data)} bytes from 0x{at:x}: "
+            f"bootloader, {table} at 0x8000, the app at 0x10000 "
+            f"(esptool write-flash 0x{at:x} {a.output})"
+        )
     return 0
 
 
@@ -302,6 +317,8 @@ def _mac(s: str) -> int:
 
 
 def cmd_sim_create(a) -> int:
+    if a.blank:
+        return _sim_create_blank(a)
     if a.fs and Path(a.fs).exists() and not Path(a.fs).is_dir():
         raise Bad(f"--fs {a.fs}: not a directory")
     table = _table(a.table)
@@ -309,7 +326,7 @@ def cmd_sim_create(a) -> int:
         fw = _firmware(a.firmware, a.chip)
     else:
         try:
-            fw = images.app_image(a.version, chip=a.chip)
+            fw = images.app_image(a.version or "v1.24.0", chip=a.chip)
         except KeyError:
             raise Bad(
                 f"no built-in test firmware for {chips.get(a.chip).display} yet: "
@@ -361,6 +378,39 @@ def cmd_sim_create(a) -> int:
             print(f"{a.fs}: the board's filesystem, with the port's stock boot.py")
         else:
             print(f"{a.fs}: the board's filesystem (its boot.py is kept)")
+    return 0
+
+
+def _sim_create_blank(a) -> int:
+    """sim create --blank: a never-flashed chip; what a firmware would set is refused."""
+    for opt, given in (
+        ("--firmware", a.firmware),
+        ("--version", a.version),
+        ("--table", a.table),
+        ("--fs", a.fs),
+    ):
+        if given:
+            raise Bad(
+                f"--blank with {opt} {given}: a never-flashed chip has no firmware, table or "
+                "files (write them with esptool over mpota sim serial)"
+            )
+    try:
+        simdev.create_blank(
+            a.flash,
+            flash_size=a.flash_size,
+            chip=a.chip,
+            chip_rev=a.chip_rev,
+            rollback=not a.no_rollback,
+            mac=a.mac,
+        )
+    except ValueError as e:
+        raise Bad(f"--flash-size {a.flash_size}: {e}") from None
+    soc = chips.get(a.chip)
+    rev = a.chip_rev if a.chip_rev is not None else soc.default_rev
+    print(
+        f"{a.flash}: {a.flash_size} bytes of simulated flash, {soc.display} "
+        f"v{rev // 100}.{rev % 100}, never flashed (all 0xFF: no bootloader, table or app)"
+    )
     return 0
 
 
@@ -775,6 +825,14 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--board", help="MICROPY_HW_BOARD_NAME (default: the chip's generic board)")
     s.add_argument(
+        "--merged",
+        action="store_true",
+        help="write the merged .bin that micropython.org publishes for the chip's "
+        "ESP32_GENERIC* board (bootloader, the stock partition table of that version: "
+        "partitions-4MiB.csv up to v1.25, 8MiB on the S3, 4MiBplus from v1.26; the app at "
+        "0x10000), the input of mpota convert (default: the app image alone)",
+    )
+    s.add_argument(
         "--date",
         type=_arg(_date),
         help="MICROPY_BUILD_DATE, YYYY-MM-DD (default: one derived from the version)",
@@ -793,8 +851,16 @@ def parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="the simulated ESP32").add_subparsers(
         dest="sim", required=True, parser_class=_Parser
     )
-    s = sim.add_parser("create", help="create a simulated flash with a firmware in ota_0")
+    s = sim.add_parser(
+        "create", help="create a simulated flash with a firmware in ota_0 (or a blank chip)"
+    )
     s.add_argument("flash", help="the flash image to write (and FLASH.state beside it)")
+    s.add_argument(
+        "--blank",
+        action="store_true",
+        help="a chip that was never flashed: all 0xFF, no bootloader, table or app (it does "
+        "not boot); esptool writes it over mpota sim serial (default: MicroPython in ota_0)",
+    )
     s.add_argument(
         "--firmware",
         help="app image for the first app partition (default: a built-in test firmware)",
@@ -802,7 +868,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--version",
         type=_arg(_mp_version),
-        default="v1.24.0",
         help="version of the built-in test firmware (default v1.24.0)",
     )
     s.add_argument("--table", help="partitions.csv (default: the seed's 4 MB OTA layout)")

@@ -404,3 +404,52 @@ def merged_firmware(app: bytes, table: bytes, bootloader: bytes | None = None) -
     out[: len(bootloader)] = bootloader
     out[0x8000 - at : 0x8000 - at + len(table)] = table
     return bytes(out) + app
+
+
+# MicroPython's stock partition tables (ports/esp32/partitions-*.csv, v1.24.0 and v1.28.0), as
+# its ESP32_GENERIC* boards use them: up to v1.25, partitions-4MiB.csv (a 2 MB vfs) and, on the
+# S3, partitions-8MiB.csv (a 6 MB vfs, header 8 MB); from v1.26 (commit 2a0e2b57) every one of
+# them uses partitions-4MiBplus.csv, with no vfs row (main.c registers one at boot, from the
+# table's end to the physical end of flash), its header 4 MB.
+_STOCK_ROWS = (
+    "nvs,      data, nvs,     0x9000,  0x6000,\n"
+    "phy_init, data, phy,     0xf000,  0x1000,\n"
+    "factory,  app,  factory, 0x10000, 0x1F0000,\n"
+)
+STOCK_CHIPS = ("esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6")
+
+
+def stock_table(chip: str, version: str) -> tuple[str, str, int]:
+    """(file name, CSV text, bootloader header's flash size) of the partition table that
+    MicroPython's stock download for `chip` at `version` (v1.24.0, v1.26.0-preview...) has."""
+    import re
+
+    if chip not in STOCK_CHIPS:
+        raise ValueError(
+            f"no stock MicroPython table known for {chip} (only for {', '.join(STOCK_CHIPS)})"
+        )
+    m = re.match(r"v?(\d+)\.(\d+)", version)
+    if not m:
+        raise ValueError(f"not a MicroPython version: {version!r}")
+    if (int(m.group(1)), int(m.group(2))) >= (1, 26):
+        return "partitions-4MiBplus.csv", _STOCK_ROWS, 4 << 20
+    if chip == "esp32s3":
+        return "partitions-8MiB.csv", _STOCK_ROWS + _vfs(0x600000), 8 << 20
+    return "partitions-4MiB.csv", _STOCK_ROWS + _vfs(0x200000), 4 << 20
+
+
+def _vfs(size: int) -> str:
+    return f"vfs,      data, fat,     0x200000, 0x{size:X},\n"
+
+
+def stock_firmware(app: bytes, chip: str, version: str) -> tuple[bytes, str]:
+    """The merged `.bin` that micropython.org publishes for the board (makeimg.py: bootloader,
+    the stock table of `stock_table()`, the app), from the chip's bootloader offset; and the
+    table's file name."""
+    from esp_idf_defs import PartitionTable
+
+    name, csv, header = stock_table(chip, version)
+    table = PartitionTable.from_csv(csv).to_binary()
+    if len(app) > 0x1F0000:
+        raise ValueError(f"the app ({len(app)} bytes) does not fit the stock factory (0x1F0000)")
+    return merged_firmware(app, table, bootloader_image(chip, flash_size=header)), name

@@ -94,8 +94,7 @@ def create(
     soc = chips.get(chip)
     chip_rev = soc.default_rev if chip_rev is None else chip_rev
     table = parttable.seed_table() if table is None else table
-    if flash_size <= parttable.OFFSET + parttable.MAX_LEN or flash_size % 4096:
-        raise ValueError(f"flash size {flash_size}: not whole 4 KB sectors, above 36 KB")
+    _check_size(flash_size)
     for p in table:
         if p.address + p.size > flash_size:
             raise ValueError(
@@ -115,8 +114,36 @@ def create(
     if len(firmware) > apps[0].size:
         raise ValueError(f"firmware ({len(firmware)} bytes) does not fit in {apps[0].label}")
     flash[apps[0].address : apps[0].address + len(firmware)] = firmware
-    # Written and powered on under a temporary name, renamed into place only if all went well:
-    # a firmware that does not boot (Bricked) leaves no flash and no state behind.
+    return _place(path, flash, chip, chip_rev, rollback, mac, boot)
+
+
+def _check_size(flash_size: int) -> None:
+    if flash_size <= parttable.OFFSET + parttable.MAX_LEN or flash_size % 4096:
+        raise ValueError(f"flash size {flash_size}: not whole 4 KB sectors, above 36 KB")
+
+
+def create_blank(
+    path: str | Path,
+    flash_size: int = FLASH_SIZE,
+    chip: str = "esp32",
+    chip_rev: int | None = None,
+    rollback: bool = True,
+    mac: int | None = None,
+) -> None:
+    """A chip that was never flashed: `flash_size` bytes of 0xFF (no bootloader, table or app:
+    it does not boot) and its state (chip, revision, MAC, the rollback setting of the
+    bootloader that esptool will write) as it leaves the factory; esptool brings it up over
+    `mpota sim serial`. Written whole or not at all."""
+    chips.get(chip)  # KeyError for an unknown chip, before anything is written
+    _check_size(flash_size)
+    _place(path, b"\xff" * flash_size, chip, chip_rev, rollback, mac, boot=False)
+
+
+def _place(path, flash, chip, chip_rev, rollback, mac, boot) -> list[str]:
+    """Write the flash and its state under a temporary name, power on once (`boot`), rename
+    into place only if all went well: a firmware that does not boot (Bricked) leaves no flash
+    and no state behind."""
+    path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(21, "is a directory", str(path))
     if not path.parent.is_dir():
@@ -129,7 +156,7 @@ def create(
             {
                 "running": 0,
                 "chip": chip,
-                "chip_rev": chip_rev,
+                "chip_rev": chips.get(chip).default_rev if chip_rev is None else chip_rev,
                 "rollback": int(rollback),
                 "boots": 0,
                 "mac": device.default_mac(str(path.resolve())) if mac is None else mac,
@@ -144,9 +171,17 @@ def create(
     return log
 
 
+class RomDevice(device.Device):
+    """The chip as its ROM hands it to the bootloader, which reads the partition table itself
+    (a blank chip or a broken table is the bootloader's Bricked, as on a board)."""
+
+    def load_partitions(self):
+        self.parts = []
+
+
 def power_on(path: str | Path) -> list[str]:
     """One boot of the simulated chip (bootloader slot selection and rollback)."""
-    dev = device.Device(str(path))
+    dev = RomDevice(str(path))
     try:
         part, log = bootloader.boot(dev)
         return log + [f"running '{part.label}' at 0x{part.address:x}"]

@@ -28,6 +28,8 @@ import serial.rfc2217 as rfc2217
 from espsim import bootloader, chips, device
 from espsim.romloader import Loader
 
+from .simdev import RomDevice
+
 USB_KINDS = ("uart", "jtag")
 USB_JTAG_CHIPS = ("esp32s3", "esp32c3", "esp32c5", "esp32c6")  # SOC_USB_SERIAL_JTAG_SUPPORTED
 
@@ -152,12 +154,6 @@ class ReplApp(App):
     def on_reset(self) -> None:
         super().on_reset()
         self.con.stop()
-
-
-class _BootDevice(device.Device):
-    # The device as the ROM hands it to the bootloader: the table is read by the bootloader.
-    def load_partitions(self):
-        self.parts = []
 
 
 class Board:
@@ -316,7 +312,7 @@ class Board:
 
     def _boot_app(self) -> None:
         self.mode = "app"
-        dev = _BootDevice(self.flash)
+        dev = RomDevice(self.flash)
         try:
             part, log = bootloader.boot(dev)
         except bootloader.Bricked as e:
