@@ -31,7 +31,7 @@ test: lint
 	@echo '#include <mbedtls/sha256.h>' | $(CC) -E -x c - >/dev/null 2>&1 || { \
 	    echo "mbedtls headers not found: install libmbedtls-dev (Debian/Ubuntu) or mbedtls-devel"; \
 	    exit 1; }
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 native:
 	$(MAKE) -s -C tests/c

@@ -5,6 +5,7 @@ run again finishes the job: no board left unbootable, no file lost."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import random
 import signal
@@ -213,45 +214,56 @@ def test_a_cut_at_any_command_and_the_same_command_finishes(tmp_path):
     print(f"{n} esptool frames in a conversion; cuts: {points}")
     assert n > 20 and sample == sorted(set(sample))
     bad = {"not one line": [], "not finished": [], "unbootable": [], "files lost": []}
-    for k, mode in points:
-        d = tmp_path / f"{mode}{k}"
-        d.mkdir()
-        flash = make_board(d, "esp32")
-        board = Served(flash)
-        killed = []
-
-        def power(board=board, killed=killed):
-            os.killpg(board.p.pid, signal.SIGKILL)
-            killed.append(True)
-
-        proxy = CutProxy(int(board.url.rsplit(":", 1)[1]), k, mode, power)
-        try:
-            try:
-                liveconvert.run(proxy.url, str(d / "backup"), True, None, lambda m: None, None)
-                raise AssertionError(f"{mode} cut at {k}: the conversion went on")
-            except liveconvert.LiveError as e:
-                if "\n" in str(e):
-                    bad["not one line"].append((mode, k))
-            finally:
-                proxy.close()
-            if killed:
-                board.p.wait(timeout=10)
-                board = Served(flash)  # the power is back
-            again = convert(board.url, d / "backup", d)
-            if again.returncode != 0:
-                bad["not finished"].append((mode, k, again.stderr.strip()))
-        finally:
-            try:
-                board.stop()
-            except ProcessLookupError:
-                pass
-        if simdev.power_on(flash)[-1] != "running 'ota_0' at 0x10000":
-            bad["unbootable"].append((mode, k))
-        if boardfs.read_files(flash) != board_files():
-            bad["files lost"].append((mode, k))
+    # three boards at a time: each waits on its line most of the time
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        for found in pool.map(lambda km: one_cut(tmp_path, *km), points):
+            for what, case in found:
+                bad[what].append(case)
     print(
         f"cuts: {len(points)}; boards left unbootable: {len(bad['unbootable'])}, with files "
         f"lost: {len(bad['files lost'])}, not finished by the same command: "
         f"{len(bad['not finished'])}"
     )
     assert not any(bad.values()), bad
+
+
+def one_cut(tmp_path: Path, k: int, mode: str) -> list[tuple[str, tuple]]:
+    """A conversion cut at frame k (cable or power), then the same command again: what went
+    wrong, as (kind, case) pairs."""
+    found = []
+    d = tmp_path / f"{mode}{k}"
+    d.mkdir()
+    flash = make_board(d, "esp32")
+    board = Served(flash)
+    killed = []
+
+    def power(board=board, killed=killed):
+        os.killpg(board.p.pid, signal.SIGKILL)
+        killed.append(True)
+
+    proxy = CutProxy(int(board.url.rsplit(":", 1)[1]), k, mode, power)
+    try:
+        try:
+            liveconvert.run(proxy.url, str(d / "backup"), True, None, lambda m: None, None)
+            found.append(("not finished", (mode, k, "the cut run went on")))
+        except liveconvert.LiveError as e:
+            if "\n" in str(e):
+                found.append(("not one line", (mode, k)))
+        finally:
+            proxy.close()
+        if killed:
+            board.p.wait(timeout=10)
+            board = Served(flash)  # the power is back
+        again = convert(board.url, d / "backup", d)
+        if again.returncode != 0:
+            found.append(("not finished", (mode, k, again.stderr.strip())))
+    finally:
+        try:
+            board.stop()
+        except ProcessLookupError:
+            pass
+    if simdev.power_on(flash)[-1] != "running 'ota_0' at 0x10000":
+        found.append(("unbootable", (mode, k)))
+    if boardfs.read_files(flash) != board_files():
+        found.append(("files lost", (mode, k)))
+    return found
