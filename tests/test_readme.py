@@ -10,6 +10,7 @@ Markers (`<!-- readme: KIND ... -->`):
                    FLASH --fs FS -c), and print exactly the lines shown
   board / slow / ci (why)  not run here (a real board, minutes of work, or the command that
                    runs this suite): their commands and paths are checked to exist
+  test FILE (why)  not run here: the test file FILE runs it as written (e.g. once per chip)
 
 The only change made to a block: the port 8000 becomes a free one, so that a server already on
 8000 does not fail the test. Afterwards, the checkout is as it was (git status)."""
@@ -54,7 +55,7 @@ def test_every_shell_and_python_block_is_marked():
     ]
     assert unmarked == [], f"README.md blocks without a <!-- readme: ... --> marker: {unmarked}"
     kinds = {k for k, *_ in blocks()}
-    assert kinds <= {"shell", "file", "repl", "board", "slow", "ci"}, kinds
+    assert kinds <= {"shell", "file", "repl", "board", "slow", "ci", "test"}, kinds
 
 
 def test_the_marker_parser_sees_a_missing_marker(tmp_path):
@@ -108,6 +109,14 @@ def check_names(body: str, line: int) -> None:
 )
 def test_blocks_not_run_here_name_what_exists(kind, body, line):
     check_names(body, line)
+
+
+def test_blocks_run_by_another_test_are_read_by_it():
+    found = [args for kind, args, _, _, _ in blocks() if kind == "test"]
+    assert found
+    for args in found:
+        test = ROOT / args[0]
+        assert test.exists() and "README.md" in test.read_text(), args
 
 
 # -- the runnable blocks, in order, twice ------------------------------------------------------
@@ -199,6 +208,9 @@ def git_status() -> str:
     ).stdout
 
 
+TIMES: dict[int, list[float]] = {}  # seconds each shell block took, by line, in each run
+
+
 def play(tmp: Path, port: int) -> dict[int, str]:
     """Every runnable block once, in order; the output of each shell and repl block by line."""
     home = tmp / "home"
@@ -209,7 +221,9 @@ def play(tmp: Path, port: int) -> dict[int, str]:
     out = {}
     for kind, args, _, body, line in blocks():
         if kind == "shell":
+            t = time.monotonic()
             out[line] = term.shell(body, line)
+            TIMES.setdefault(line, []).append(time.monotonic() - t)
         elif kind == "file":
             term.file(args[0], body)
         elif kind == "repl":
@@ -225,6 +239,9 @@ def played(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("readme")
     port = free_port()
     runs = [play(tmp, port), play(tmp, port)]  # the same folder: a second run must work too
+    slow = sorted(TIMES.items(), key=lambda kv: -sum(kv[1]))[:8]
+    print("slowest README blocks (line: s per run):", "; ".join(
+        f"{line}: {' + '.join(f'{t:.0f}' for t in ts)}" for line, ts in slow))  # fmt: skip
     assert git_status() == before, "the README's examples changed the checkout"
     return runs, tmp / "home" / "ota-try"
 
@@ -252,24 +269,6 @@ def test_the_check_and_update_examples(played):
         assert "Writing 372 blocks + 1824 bytes." in out, out
     for out in output_of(runs, "update.py"):
         assert "espsim: running 'ota_1' at 0x190000" in out, out
-
-
-def test_the_stock_board_walkthrough(played):
-    # A blank board, the converted stock image written by esptool, ota installed with mip, the
-    # first update confirmed: status() prints what the README shows after the block.
-    runs, work = played
-    text = (ROOT / "README.md").read_text()
-    after = text[text.index("The last command prints the new layout") :]
-    start = after.index("```\n") + 4
-    shown = after[start : after.index("\n```", start)].splitlines()
-    assert len(shown) == 7
-    for out in output_of(runs, "stock-board.bin"):
-        lines = out.splitlines()
-        for line in shown:
-            assert line in lines, (line, out)
-    log = (work / "stock-serial.log").read_text()
-    assert "the app does not boot: no 2nd stage bootloader at 0x1000" in log, log
-    assert "booted 'ota_0' at 0x10000" in log, log
 
 
 def test_the_confirm_in_main_py_walkthrough(played):
