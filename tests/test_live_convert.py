@@ -80,19 +80,10 @@ def make_board(d: Path, chip: str) -> Path:
     return flash
 
 
-def convert(url: str, backup: Path, cwd: Path, timeout: float = 120):
+def convert(url: str, backup: Path, cwd: Path, timeout: float = 120, before: str = ""):
+    opts = ["--yes", "--backup", str(backup)] + (["--before", before] if before else [])
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mpota",
-            "convert",
-            "--port",
-            url,
-            "--yes",
-            "--backup",
-            str(backup),
-        ],  # fmt: skip
+        [sys.executable, "-m", "mpota", "convert", "--port", url, *opts],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -131,6 +122,19 @@ def test_a_live_board_converted_keeps_its_files(tmp_path, chip):
     app_at = 0x10000
     assert after[app_at : app_at + BOARDS[chip][3]] == before[app_at : app_at + BOARDS[chip][3]]
     assert_converted(flash, chip)
+
+
+def test_a_usb_serial_jtag_board_with_usb_reset(tmp_path):
+    # The C3's USB-Serial-JTAG behind RFC 2217: esptool cannot see its USB ids, so --before
+    # usb-reset, as for esptool itself
+    flash = make_board(tmp_path, "esp32c3")
+    board = Served(flash, "--usb", "jtag")
+    try:
+        r = convert(board.url, tmp_path / "backup", tmp_path, before="usb-reset")
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        board.stop()
+    assert_converted(flash, "esp32c3")
 
 
 def test_nothing_is_written_without_a_yes(tmp_path):

@@ -751,7 +751,7 @@ def _convert_live(a) -> int:
 
     try:
         return liveconvert.run(
-            a.port, a.backup, a.yes, a.slot_size, lambda m: print(m, flush=True), ask
+            a.port, a.backup, a.yes, a.slot_size, lambda m: print(m, flush=True), ask, a.before
         )
     except convert.ConvertError as e:
         print(f"mpota convert: {a.port}: {e}", file=sys.stderr)
@@ -1183,6 +1183,14 @@ def parser() -> argparse.ArgumentParser:
         "command with the same DIR finishes a conversion that was cut",
     )
     s.add_argument("--yes", action="store_true", help="with --port: do not ask before writing")
+    s.add_argument(
+        "--before",
+        choices=("default-reset", "usb-reset", "no-reset"),
+        default="default-reset",
+        help="with --port: esptool's reset into the ROM loader (default default-reset; "
+        "usb-reset for the USB-Serial-JTAG of an S3, C3, C6 behind an RFC 2217 server, "
+        "whose USB ids esptool cannot see)",
+    )
     s.add_argument("--chip", choices=sorted(images.IMAGE_CLASSES), help="needed for an .app-bin")
     s.add_argument(
         "--flash-size",

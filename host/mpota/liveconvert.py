@@ -81,9 +81,10 @@ def open_port(url: str):
 class Board:
     """The board's ROM loader through esptool's stub: read, write, erase, MD5, reset."""
 
-    def __init__(self, url: str, say):
+    def __init__(self, url: str, say, before: str = "default-reset"):
         self.url = url
         self.say = say
+        self.before = before
         self.esp = None
 
     def connect(self) -> None:
@@ -96,7 +97,7 @@ class Board:
         except Exception as e:  # noqa: BLE001 - pyserial's errors vary by URL kind
             raise LiveError(f"{self.url}: cannot open the port: {e}") from None
         try:
-            esp = detect_chip(port, connect_mode="default-reset", connect_attempts=3)
+            esp = detect_chip(port, connect_mode=self.before, connect_attempts=3)
             esp = run_stub(esp)
             attach_flash(esp)
             size = detect_flash_size(esp)
@@ -542,11 +543,21 @@ def default_backup(mac: str) -> Path:
     return Path.home() / ".mpota" / "convert" / mac.replace(":", "")
 
 
-def run(url: str, backup: str | None, yes: bool, slot: int | None, say, ask) -> int:
+def run(
+    url: str,
+    backup: str | None,
+    yes: bool,
+    slot: int | None,
+    say,
+    ask,
+    before: str = "default-reset",
+) -> int:
     """`mpota convert --port URL`. Returns the exit status; raises ConvertError (bad input:
-    nothing written) or LiveError (the line or the board: run again)."""
-    board = Board(url, say)
-    say(f"connecting to {url} (esptool, default reset into the ROM loader)")
+    nothing written) or LiveError (the line or the board: run again). `before`: esptool's
+    reset into the ROM loader (usb-reset: a USB-Serial-JTAG over RFC 2217, whose USB ids
+    esptool cannot see)."""
+    board = Board(url, say, before)
+    say(f"connecting to {url} (esptool, {before} into the ROM loader)")
     board.connect()
     try:
         mac = board.mac
