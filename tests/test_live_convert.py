@@ -18,8 +18,9 @@ import pytest
 from cutproxy import CutProxy
 from esp_idf_defs import PartitionTable
 from espsim import chips
-from mpota import boardfs, liveconvert, simdev
+from mpota import boardfs, convert, liveconvert, simdev
 from test_convert import STOCK_4MIB, STOCK_4MIBPLUS, STOCK_8MIB, stock_bin, write_flash
+from test_identity import REF_BIN
 from test_wire import Served
 
 MB = 1 << 20
@@ -48,18 +49,22 @@ def board_files() -> dict[str, tuple[bytes, int | None]]:
 _made: dict[str, tuple[bytes, bytes]] = {}
 
 
-def make_board(d: Path, chip: str) -> Path:
+def make_board(d: Path, chip: str, app: bytes | None = None) -> Path:
     """A stock board as the user holds it: the merged .bin written at the bootloader offset,
     and a littlefs (MicroPython's geometry) holding files, in the stock filesystem region.
-    (Made once per chip, copied after; its MAC comes from its path.)"""
+    (Made once per chip, copied after; its MAC comes from its path.) `app`: the app in
+    factory instead of a made one."""
     flash = d / "board.bin"
-    if chip in _made:
+    if chip in _made and app is None:
         flash.write_bytes(_made[chip][0])
         Path(f"{flash}.state").write_bytes(_made[chip][1])
         return flash
     csv, physical, version, size, (fs_at, fs_size) = BOARDS[chip]
     header = physical if chip == "esp32s3" else 4 * MB  # S3 up to v1.25: 8MiB table, 8 MB
     stock, _ = stock_bin(chip, csv, version, size, header)
+    if app is not None:
+        at = chips.get(chip).bootloader_offset
+        stock = stock[: 0x10000 - at] + app
     write_flash(flash, stock, chips.get(chip).bootloader_offset, chip, physical)
     fs = littlefs.LittleFS(
         block_count=fs_size // 4096, disk_version=liveconvert.LFS_DISK_VERSION,
@@ -76,11 +81,12 @@ def make_board(d: Path, chip: str) -> Path:
     b = bytearray(flash.read_bytes())
     b[fs_at : fs_at + fs_size] = fs.context.buffer
     flash.write_bytes(b)
-    _made[chip] = (bytes(b), Path(f"{flash}.state").read_bytes())
+    if app is None:
+        _made[chip] = (bytes(b), Path(f"{flash}.state").read_bytes())
     return flash
 
 
-def convert(url: str, backup: Path, cwd: Path, timeout: float = 120, before: str = ""):
+def convert_live(url: str, backup: Path, cwd: Path, timeout: float = 120, before: str = ""):
     opts = ["--yes", "--backup", str(backup)] + (["--before", before] if before else [])
     return subprocess.run(
         [sys.executable, "-m", "mpota", "convert", "--port", url, *opts],
@@ -106,7 +112,7 @@ def test_a_live_board_converted_keeps_its_files(tmp_path, chip):
     before = flash.read_bytes()
     board = Served(flash)
     try:
-        r = convert(board.url, tmp_path / "backup", tmp_path)
+        r = convert_live(board.url, tmp_path / "backup", tmp_path)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "lost: nvs (0x9000-0xF000) is erased" in r.stdout
         # The board's own app listed them back over the REPL, and they matched the backup.
@@ -114,7 +120,7 @@ def test_a_live_board_converted_keeps_its_files(tmp_path, chip):
         for path, (data, _) in board_files().items():
             assert f"  {path}  {len(data)} bytes" in r.stdout
             assert (tmp_path / "backup" / "files" / path.lstrip("/")).read_bytes() == data
-        again = convert(board.url, tmp_path / "backup", tmp_path)
+        again = convert_live(board.url, tmp_path / "backup", tmp_path)
         assert again.returncode == 0 and "already converted" in again.stdout, again.stderr
     finally:
         board.stop()
@@ -124,13 +130,38 @@ def test_a_live_board_converted_keeps_its_files(tmp_path, chip):
     assert_converted(flash, chip)
 
 
+@pytest.mark.skipif(not REF_BIN.exists(), reason=f"no reference image in {REF_BIN.parent}")
+def test_a_board_with_a_real_micropython_build(tmp_path):
+    # The real v1.28.0 C3 app (7 segments, two of them RTC, empty app version, appended
+    # SHA-256): its length read from the board's segment headers is esptool's, and the board
+    # converts, boots it from ota_0 and keeps its files.
+    app = REF_BIN.read_bytes()
+    flash = make_board(tmp_path, "esp32c3", app)
+    n = convert._app_length("esp32c3", app, "the reference app")
+
+    class Flash:
+        def read(self, addr, k):
+            return flash.read_bytes()[addr : addr + k]
+
+    assert liveconvert.app_length(Flash(), "esp32c3") == n == len(app)
+    board = Served(flash)
+    try:
+        r = convert_live(board.url, tmp_path / "backup", tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"app {n} bytes in factory" in r.stdout
+    finally:
+        board.stop()
+    assert_converted(flash, "esp32c3")
+    assert flash.read_bytes()[0x10000 : 0x10000 + n] == app
+
+
 def test_a_usb_serial_jtag_board_with_usb_reset(tmp_path):
     # The C3's USB-Serial-JTAG behind RFC 2217: esptool cannot see its USB ids, so --before
     # usb-reset, as for esptool itself
     flash = make_board(tmp_path, "esp32c3")
     board = Served(flash, "--usb", "jtag")
     try:
-        r = convert(board.url, tmp_path / "backup", tmp_path, before="usb-reset")
+        r = convert_live(board.url, tmp_path / "backup", tmp_path, before="usb-reset")
         assert r.returncode == 0, r.stdout + r.stderr
     finally:
         board.stop()
@@ -159,7 +190,7 @@ def test_another_boards_journal_is_refused(tmp_path):
     a = make_board(tmp_path / "a", "esp32")
     board = Served(a)
     try:
-        r = convert(board.url, tmp_path / "b", tmp_path)
+        r = convert_live(board.url, tmp_path / "b", tmp_path)
         assert r.returncode == 0, r.stderr
     finally:
         board.stop()
@@ -170,7 +201,7 @@ def test_another_boards_journal_is_refused(tmp_path):
     before = other.read_bytes()
     board = Served(other)
     try:
-        r = convert(board.url, tmp_path / "b", tmp_path)
+        r = convert_live(board.url, tmp_path / "b", tmp_path)
     finally:
         board.stop()
     assert r.returncode == 2 and "the journal of board 24:0a:c4" in r.stderr, r.stderr
@@ -189,7 +220,7 @@ def count_commands(tmp_path: Path) -> tuple[int, list[int]]:
     board = Served(flash)
     proxy = CutProxy(int(board.url.rsplit(":", 1)[1]))
     try:
-        r = convert(proxy.url, d / "backup", d)
+        r = convert_live(proxy.url, d / "backup", d)
         assert r.returncode == 0, r.stdout + r.stderr
     finally:
         proxy.close()
@@ -258,7 +289,7 @@ def one_cut(tmp_path: Path, k: int, mode: str) -> list[tuple[str, tuple]]:
         if killed:
             board.p.wait(timeout=10)
             board = Served(flash)  # the power is back
-        again = convert(board.url, d / "backup", d)
+        again = convert_live(board.url, d / "backup", d)
         if again.returncode != 0:
             found.append(("not finished", (mode, k, again.stderr.strip())))
     finally:
