@@ -12,6 +12,7 @@ import socket
 import subprocess
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -254,6 +255,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def listening(proc: subprocess.Popen, port: int, timeout: float = 10) -> bool:
+    """True once something accepts connections on 127.0.0.1:port; False if `proc` (the server
+    started for it) ended first, or after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM (a server's orderly exit), SIGKILL after 10 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def need_program(name: str) -> str:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import getpass
 import json
-import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-from conftest import free_port, need_program
+from conftest import free_port, listening, need_program, stop_process
 
 
 class Mosquitto:
@@ -38,23 +37,11 @@ class Mosquitto:
                 self.proc = subprocess.Popen(
                     [self.bin, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
                 )
-            if self._ready():
+            if listening(self.proc, self.port):
                 return
             self.stop()
             self.port = free_port()
         raise RuntimeError("mosquitto did not start:\n" + self.log())
-
-    def _ready(self) -> bool:
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return True
-            except OSError:
-                time.sleep(0.02)
-        return False
 
     def log(self) -> str:
         p = self.dir / "mosquitto.log"
@@ -62,13 +49,7 @@ class Mosquitto:
 
     def stop(self) -> None:
         """SIGTERM: mosquitto saves its persistent state (retained messages) and exits."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def restart(self) -> None:
         self.stop()

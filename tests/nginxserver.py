@@ -6,12 +6,11 @@ request line, Range, status, bytes sent, request length)."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
 
-from conftest import free_port, need_program
+from conftest import free_port, listening, need_program, stop_process
 from mpota import release
 
 
@@ -32,25 +31,13 @@ class Nginx:
                 stdout=self.errors,
                 stderr=subprocess.STDOUT,
             )
-            if self._ready():
+            if listening(self.proc, self.port):
                 break
             self.stop()
         else:
             raise RuntimeError("nginx did not start:\n" + self.error_text())
         self.base = f"http://127.0.0.1:{self.port}"
         self.server_address = ("127.0.0.1", self.port)
-
-    def _ready(self) -> bool:
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return True
-            except OSError:
-                time.sleep(0.02)
-        return False
 
     def error_text(self) -> str:
         return (self.prefix / "error.log").read_text(errors="replace")
@@ -80,13 +67,7 @@ class Nginx:
         return out
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.errors.close()
 
     # netserver's names, so that a test can use either
