@@ -56,14 +56,20 @@ class Served:
         return self.lines
 
 
-def esptool(url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+def tool(name: str, url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """esptool or mpremote, unmodified, on the board at `url`."""
+    port = ["--port", url] if name == "esptool" else ["connect", url]
     return subprocess.run(
-        [sys.executable, "-m", "esptool", "--port", url, *args],
+        [sys.executable, "-m", name, *port, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=240,
     )
+
+
+def esptool(url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return tool("esptool", url, *args, cwd=cwd)
 
 
 def make_board(d: Path, chip: str, firmware: bytes | None = None) -> Path:
@@ -357,13 +363,7 @@ def test_the_rom_refuses_bad_blocks_and_out_of_range_writes(tmp_path):
 
 
 def mpremote(url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mpremote", "connect", url, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return tool("mpremote", url, *args, cwd=cwd)
 
 
 def test_mpremote_and_esptool_on_one_line(runs):
